@@ -1,0 +1,55 @@
+//! `datapunk config check` and `datapunk config example`.
+
+use std::path::Path;
+
+use clap::Subcommand;
+use datapunk_config::{DatabaseMode, EXAMPLE};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Validate the configuration file and print what it resolves to.
+    Check,
+    /// Print a commented example with every key at its default.
+    Example,
+}
+
+pub(crate) fn run(path: Option<&Path>, command: ConfigCommand) -> anyhow::Result<()> {
+    match command {
+        ConfigCommand::Example => {
+            print!("{EXAMPLE}");
+            Ok(())
+        }
+        ConfigCommand::Check => {
+            let config = super::load_config(path)?;
+            match &config.source {
+                Some(source) => println!("{}: valid", source.display()),
+                None => println!("no configuration file; the defaults apply"),
+            }
+            println!("  runtime_dir   {}", config.daemon.runtime_dir.display());
+            println!("  state_dir     {}", config.daemon.state_dir.display());
+            println!("  log.level     {}", config.log.level);
+            println!(
+                "  database      {} (pool of {})",
+                config.database.name, config.database.pool_size
+            );
+            match &config.database.mode {
+                DatabaseMode::Managed { data_dir, pg_bin_dir } => {
+                    println!("  mode          managed, data in {}", data_dir.display());
+                    if let Some(bin) = pg_bin_dir {
+                        println!("  pg_bin_dir    {}", bin.display());
+                    }
+                }
+                DatabaseMode::External { password, tls, .. } => {
+                    // The connection string is not printed: it names hosts and users that a
+                    // pasted `config check` output need not reveal.
+                    println!("  mode          external");
+                    if let Some(source) = password {
+                        println!("  password from {}", source.path().display());
+                    }
+                    println!("  tls           {}", if tls.enabled { "required" } else { "off" });
+                }
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! `datapunk status`: asks the running daemon over its control socket.
+
+use std::path::Path;
+
+use datapunk_daemon::control::client::{self, ClientError};
+use datapunk_daemon::control::proto::{Request, Response};
+
+use crate::{EXIT_NOT_RUNNING, Exit};
+
+pub(crate) async fn run(path: Option<&Path>, json: bool) -> anyhow::Result<()> {
+    let config = super::load_config(path)?;
+    let socket = config.daemon.control_socket();
+    let status = match client::request(&socket, &Request::Status).await {
+        Ok(Response::Status(status)) => status,
+        Ok(Response::Error { message }) => anyhow::bail!("datapunkd answered: {message}"),
+        Ok(other) => anyhow::bail!("datapunkd answered something unexpected: {other:?}"),
+        Err(error @ ClientError::NotRunning { .. }) => {
+            if json {
+                println!("{}", serde_json::json!({ "state": "not_running" }));
+            }
+            return Err(Exit::new(EXIT_NOT_RUNNING, error.to_string()).into());
+        }
+        Err(error) => return Err(error.into()),
+    };
+
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(());
+    }
+    let db = &status.database;
+    println!("datapunkd {} (pid {})", status.state.as_str(), status.pid);
+    println!("  version       {}", status.version);
+    println!("  since         {} ({})", status.started_at, uptime(status.uptime_secs));
+    let version = db.server_version.as_deref().map(|v| format!(", PostgreSQL {v}"));
+    let reach = if db.reachable { "reachable" } else { "UNREACHABLE" };
+    println!("  database      {} ({}{}) {reach}", db.name, db.mode, version.unwrap_or_default());
+    let head = status.audit.head_id.map_or_else(|| "-".to_owned(), |id| format!("#{id}"));
+    println!(
+        "  audit         {} events since start, head {head}",
+        status.audit.recorded_since_start
+    );
+    if status.integrations.is_empty() {
+        println!("  integrations  none connected");
+    }
+    for integration in &status.integrations {
+        println!("  integration   {} {}", integration.name, integration.state);
+    }
+    Ok(())
+}
+
+fn uptime(secs: u64) -> String {
+    humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+}

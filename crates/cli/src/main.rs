@@ -1,0 +1,106 @@
+//! `datapunk`: the command line in front of `datapunkd` and the Datapunk database.
+//!
+//! `status` asks the running daemon over its control socket. `config` validates and explains
+//! the configuration file. `db` sets up and inspects the database and its roles. `audit`
+//! lists and verifies the audit trail.
+
+mod cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit status when `datapunk status` finds no daemon (as `systemctl status` does).
+const EXIT_NOT_RUNNING: u8 = 3;
+
+/// Keeps your calendar, contacts and listening history in your own PostgreSQL database.
+#[derive(Debug, Parser)]
+#[command(name = "datapunk", version, propagate_version = true)]
+struct Args {
+    /// Configuration file [default: $DATAPUNK_CONFIG, else $XDG_CONFIG_HOME/datapunk/config.toml]
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show whether datapunkd runs, and how it is doing.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate or explain the configuration file.
+    #[command(subcommand)]
+    Config(cmd::config::ConfigCommand),
+    /// Set up and inspect the database.
+    #[command(subcommand)]
+    Db(cmd::db::DbCommand),
+    /// List or verify the audit trail.
+    Audit(cmd::audit::AuditArgs),
+}
+
+/// A failure with its own exit status.
+#[derive(Debug)]
+pub(crate) struct Exit {
+    code: u8,
+    message: Option<String>,
+}
+
+impl Exit {
+    pub(crate) fn new(code: u8, message: impl Into<String>) -> Self {
+        Self { code, message: Some(message.into()) }
+    }
+
+    /// Exit with `code` after the command has printed its own explanation.
+    pub(crate) fn silent(code: u8) -> Self {
+        Self { code, message: None }
+    }
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message.as_deref().unwrap_or("failed"))
+    }
+}
+
+impl std::error::Error for Exit {}
+
+fn main() -> ExitCode {
+    datapunk_daemon::process::restrict_umask();
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("datapunk: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = args.config;
+    let result = runtime.block_on(async move {
+        match args.command {
+            Command::Status { json } => cmd::status::run(config.as_deref(), json).await,
+            Command::Config(command) => cmd::config::run(config.as_deref(), command),
+            Command::Db(command) => cmd::db::run(config.as_deref(), command).await,
+            Command::Audit(audit) => cmd::audit::run(config.as_deref(), audit).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => match error.downcast_ref::<Exit>() {
+            Some(exit) => {
+                if let Some(message) = &exit.message {
+                    eprintln!("datapunk: {message}");
+                }
+                ExitCode::from(exit.code)
+            }
+            None => {
+                eprintln!("datapunk: error: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}

@@ -1,0 +1,245 @@
+//! Datapunk's configuration: one TOML file, validated before anything acts on it.
+//!
+//! [`Config::load`] reads a file, refuses unknown keys and wrong types, applies defaults taken
+//! from the XDG base directories, and returns a [`Config`] whose every field is settled.
+//! [`locate`] picks the file the way every Datapunk program does: `--config`, else
+//! `$DATAPUNK_CONFIG`, else `$XDG_CONFIG_HOME/datapunk/config.toml`.
+//!
+//! Secrets are never configuration values. A password is named by a file path or by the name
+//! of a systemd credential ([`SecretSource`]); the configuration holds no secret itself, so it
+//! can be printed, committed or shared. A value typed into the wrong key may still be one, so
+//! [`ConfigError`] never repeats a value from the file.
+
+mod error;
+mod raw;
+
+use std::env;
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+pub use error::{ConfigError, Location};
+
+/// The commented example printed by `datapunk config example`: every key at its default.
+pub const EXAMPLE: &str = include_str!("example.toml");
+
+/// The environment variable that names the configuration file.
+pub const CONFIG_ENV: &str = "DATAPUNK_CONFIG";
+
+/// A validated configuration with every default applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The file it was read from; `None` when no file exists and defaults apply.
+    pub source: Option<PathBuf>,
+    /// Where the daemon keeps its sockets and state.
+    pub daemon: Daemon,
+    /// Logging.
+    pub log: Log,
+    /// The PostgreSQL database.
+    pub database: Database,
+}
+
+/// The `[daemon]` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Daemon {
+    /// Runtime files: the control socket and the managed cluster's socket. Default
+    /// `$XDG_RUNTIME_DIR/datapunk`.
+    pub runtime_dir: PathBuf,
+    /// Small state kept outside the database, such as the audit chain's anchor. Default
+    /// `$XDG_STATE_HOME/datapunk`.
+    pub state_dir: PathBuf,
+}
+
+impl Daemon {
+    /// The control socket the CLI talks to.
+    pub fn control_socket(&self) -> PathBuf {
+        self.runtime_dir.join("control.sock")
+    }
+
+    /// The file that anchors the newest audit hash outside the database.
+    pub fn audit_anchor(&self) -> PathBuf {
+        self.state_dir.join("audit-head")
+    }
+}
+
+/// The `[log]` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Log {
+    /// The least severe level written: `error`, `warn`, `info`, `debug` or `trace`.
+    pub level: String,
+}
+
+/// The `[database]` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Database {
+    /// The database's name. Default `datapunk`.
+    pub name: String,
+    /// Connections kept open by the daemon. Default 4.
+    pub pool_size: usize,
+    /// Whether the daemon runs its own cluster or uses an existing server.
+    pub mode: DatabaseMode,
+}
+
+/// How Datapunk reaches PostgreSQL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DatabaseMode {
+    /// The daemon runs a private cluster: no TCP, peer authentication, socket in the runtime
+    /// directory.
+    Managed {
+        /// The cluster's data directory. Default `$XDG_DATA_HOME/datapunk/postgresql`.
+        data_dir: PathBuf,
+        /// Where `initdb`, `pg_ctl` and `postgres` are; `None` searches `PATH`.
+        pg_bin_dir: Option<PathBuf>,
+    },
+    /// An existing server, reached with a libpq-style connection string as `datapunk_app`.
+    External {
+        /// The connection string, without a password.
+        conninfo: String,
+        /// Where the password is, if the server wants one.
+        password: Option<SecretSource>,
+        /// TLS for TCP connections.
+        tls: Tls,
+    },
+}
+
+/// TLS settings for an external server.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Tls {
+    /// Whether to require TLS (verifying the server's certificate and name).
+    pub enabled: bool,
+    /// A PEM file of CA certificates to trust instead of the built-in web roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Where a secret is read from at run time. The configuration never holds the secret itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretSource {
+    /// A file readable only by the daemon's user.
+    File(PathBuf),
+    /// A systemd credential (`LoadCredential=`), read from `$CREDENTIALS_DIRECTORY/NAME`.
+    Credential {
+        /// The credential's name.
+        name: String,
+        /// The resolved path inside the credentials directory.
+        path: PathBuf,
+    },
+}
+
+impl SecretSource {
+    /// The file holding the secret.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::File(path) | Self::Credential { path, .. } => path,
+        }
+    }
+}
+
+/// The parts of the process environment that configuration depends on, captured once so
+/// that loading is a pure function of the file and this value.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Environment {
+    /// `$HOME`.
+    pub home: Option<PathBuf>,
+    /// `$XDG_CONFIG_HOME`.
+    pub xdg_config_home: Option<PathBuf>,
+    /// `$XDG_DATA_HOME`.
+    pub xdg_data_home: Option<PathBuf>,
+    /// `$XDG_STATE_HOME`.
+    pub xdg_state_home: Option<PathBuf>,
+    /// `$XDG_RUNTIME_DIR`.
+    pub xdg_runtime_dir: Option<PathBuf>,
+    /// `$CREDENTIALS_DIRECTORY`, set by systemd when a unit has `LoadCredential=`.
+    pub credentials_directory: Option<PathBuf>,
+    /// `$DATAPUNK_CONFIG`.
+    pub datapunk_config: Option<PathBuf>,
+}
+
+impl Environment {
+    /// Reads the variables from this process. Empty and relative values count as unset, as
+    /// the XDG base directory specification asks.
+    pub fn from_process() -> Self {
+        let path = |name: &str| {
+            env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+        };
+        Self {
+            home: path("HOME"),
+            xdg_config_home: path("XDG_CONFIG_HOME"),
+            xdg_data_home: path("XDG_DATA_HOME"),
+            xdg_state_home: path("XDG_STATE_HOME"),
+            xdg_runtime_dir: path("XDG_RUNTIME_DIR"),
+            credentials_directory: path("CREDENTIALS_DIRECTORY"),
+            datapunk_config: env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()).map(PathBuf::from),
+        }
+    }
+
+    fn xdg(&self, var: &Option<PathBuf>, fallback: &str) -> Option<PathBuf> {
+        var.clone().or_else(|| self.home.as_ref().map(|home| home.join(fallback)))
+    }
+}
+
+/// Which configuration file to read, and whether it must exist.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Located {
+    /// The path.
+    pub path: PathBuf,
+    /// True when the user named it (`--config` or `$DATAPUNK_CONFIG`): then a missing file is
+    /// an error. A missing file at the default location means "use the defaults".
+    pub explicit: bool,
+}
+
+/// Picks the configuration file: `cli` (from `--config`), else `$DATAPUNK_CONFIG`, else
+/// `$XDG_CONFIG_HOME/datapunk/config.toml` (`~/.config/...` when unset).
+///
+/// # Errors
+///
+/// [`ConfigError::NoPath`] when nothing is given and neither `XDG_CONFIG_HOME` nor `HOME` is set.
+pub fn locate(cli: Option<&Path>, env: &Environment) -> Result<Located, ConfigError> {
+    if let Some(path) = cli.map(Path::to_path_buf).or_else(|| env.datapunk_config.clone()) {
+        return Ok(Located { path, explicit: true });
+    }
+    let dir = env.xdg(&env.xdg_config_home, ".config").ok_or(ConfigError::NoPath)?;
+    Ok(Located { path: dir.join("datapunk").join("config.toml"), explicit: false })
+}
+
+impl Config {
+    /// Reads and validates the located file, or returns the defaults when the file is at the
+    /// default location and does not exist.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Read`] when an explicit file is missing or unreadable,
+    /// [`ConfigError::Invalid`] when its content is not valid configuration.
+    pub fn load(located: &Located, env: &Environment) -> Result<Self, ConfigError> {
+        match fs::read_to_string(&located.path) {
+            Ok(text) => Self::parse(&text, &located.path, env),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !located.explicit => {
+                let mut config = Self::parse("", &located.path, env)?;
+                config.source = None;
+                Ok(config)
+            }
+            Err(source) => Err(ConfigError::Read { path: located.path.clone(), source }),
+        }
+    }
+
+    /// Validates `text` as if it were the content of the file at `path`. Relative paths in
+    /// the file are taken relative to the file's directory.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming the line, column and key at fault.
+    pub fn parse(text: &str, path: &Path, env: &Environment) -> Result<Self, ConfigError> {
+        raw::parse(text, path, env)
+    }
+}
+
+/// Appends `parts` to a path held as an `OsString`; a small helper for defaults.
+fn join(base: PathBuf, parts: &[&str]) -> PathBuf {
+    let mut path = base;
+    for part in parts {
+        path.push(OsString::from(part));
+    }
+    path
+}

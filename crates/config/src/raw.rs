@@ -1,0 +1,318 @@
+//! The file as written, and its validation into [`Config`].
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::error::sanitize;
+use crate::{
+    Config, ConfigError, Daemon, Database, DatabaseMode, Environment, Location, Log, SecretSource,
+    Tls, join,
+};
+
+const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+const MAX_POOL: u32 = 64;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    daemon: RawDaemon,
+    log: RawLog,
+    database: RawDatabase,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDaemon {
+    runtime_dir: Option<Spanned<PathBuf>>,
+    state_dir: Option<Spanned<PathBuf>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    level: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum RawMode {
+    #[default]
+    Managed,
+    External,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDatabase {
+    mode: Option<Spanned<RawMode>>,
+    name: Option<Spanned<String>>,
+    pool_size: Option<Spanned<u32>>,
+    data_dir: Option<Spanned<PathBuf>>,
+    pg_bin_dir: Option<Spanned<PathBuf>>,
+    conninfo: Option<Spanned<String>>,
+    password_file: Option<Spanned<PathBuf>>,
+    password_credential: Option<Spanned<String>>,
+    tls: Option<Spanned<bool>>,
+    tls_ca_file: Option<Spanned<PathBuf>>,
+}
+
+/// Carries what every validation error needs: the file and its text.
+struct Source<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Source<'_> {
+    fn error(&self, span: Option<Range<usize>>, key: Option<&str>, problem: String) -> ConfigError {
+        let location = span.map(|s| Location::of_offset(self.text, s.start)).unwrap_or_default();
+        let problem = match key {
+            Some(key) => format!("`{key}`: {problem}"),
+            None => problem,
+        };
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            location,
+            key: key.map(str::to_owned),
+            problem,
+        }
+    }
+
+    fn at<T>(&self, value: &Spanned<T>, key: &str, problem: impl Into<String>) -> ConfigError {
+        self.error(Some(value.span()), Some(key), problem.into())
+    }
+
+    /// Relative paths are taken relative to the configuration file's directory.
+    fn resolve(&self, value: &Spanned<PathBuf>, key: &str) -> Result<PathBuf, ConfigError> {
+        let path = value.get_ref();
+        if path.as_os_str().is_empty() {
+            return Err(self.at(value, key, "must not be empty"));
+        }
+        if path.is_absolute() {
+            return Ok(path.clone());
+        }
+        let base = self.path.parent().unwrap_or(Path::new("."));
+        Ok(base.join(path))
+    }
+}
+
+pub(crate) fn parse(text: &str, path: &Path, env: &Environment) -> Result<Config, ConfigError> {
+    let src = Source { text, path };
+    let raw = deserialize(&src)?;
+
+    let daemon = daemon(&src, &raw.daemon, env)?;
+    let log = Log {
+        level: match &raw.log.level {
+            Some(level) if LEVELS.contains(&level.get_ref().as_str()) => level.get_ref().clone(),
+            Some(level) => {
+                let expected = format!("one of {}", LEVELS.join(", "));
+                return Err(src.at(
+                    level,
+                    "log.level",
+                    format!("unknown level: expected {expected}"),
+                ));
+            }
+            None => "info".to_owned(),
+        },
+    };
+    let database = database(&src, &raw.database, env)?;
+
+    Ok(Config { source: Some(path.to_path_buf()), daemon, log, database })
+}
+
+fn deserialize(src: &Source<'_>) -> Result<RawConfig, ConfigError> {
+    let de = toml::Deserializer::parse(src.text)
+        .map_err(|e| src.error(e.span(), None, sanitize(e.message())))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        // `Spanned` adds a private segment of its own to the path; it is not a key.
+        let key = e.path().to_string();
+        let key: Vec<&str> =
+            key.split('.').filter(|s| !s.is_empty() && !s.starts_with("$__")).collect();
+        let key = key.join(".");
+        let key = (!key.is_empty()).then_some(key);
+        let inner = e.into_inner();
+        src.error(inner.span(), key.as_deref(), sanitize(inner.message()))
+    })
+}
+
+fn daemon(src: &Source<'_>, raw: &RawDaemon, env: &Environment) -> Result<Daemon, ConfigError> {
+    let runtime_dir = match &raw.runtime_dir {
+        Some(dir) => src.resolve(dir, "daemon.runtime_dir")?,
+        None => match &env.xdg_runtime_dir {
+            Some(dir) => join(dir.clone(), &["datapunk"]),
+            None => {
+                let problem = "XDG_RUNTIME_DIR is not set: set it (systemd does for user \
+                               services) or set `daemon.runtime_dir`";
+                return Err(src.error(None, None, problem.to_owned()));
+            }
+        },
+    };
+    let state_dir = match &raw.state_dir {
+        Some(dir) => src.resolve(dir, "daemon.state_dir")?,
+        None => default_dir(src, env, &env.xdg_state_home, ".local/state", "daemon.state_dir")?,
+    };
+    Ok(Daemon { runtime_dir, state_dir })
+}
+
+fn default_dir(
+    src: &Source<'_>,
+    env: &Environment,
+    var: &Option<PathBuf>,
+    fallback: &str,
+    key: &str,
+) -> Result<PathBuf, ConfigError> {
+    match env.xdg(var, fallback) {
+        Some(dir) => Ok(join(dir, &["datapunk"])),
+        None => {
+            let problem = format!("neither its XDG variable nor HOME is set: set `{key}`");
+            Err(src.error(None, None, problem))
+        }
+    }
+}
+
+fn database(
+    src: &Source<'_>,
+    raw: &RawDatabase,
+    env: &Environment,
+) -> Result<Database, ConfigError> {
+    let name = match &raw.name {
+        Some(name) if valid_identifier(name.get_ref()) => name.get_ref().clone(),
+        Some(name) => {
+            let problem = "must be 1 to 63 characters of a-z, 0-9 and _, not starting with a digit";
+            return Err(src.at(name, "database.name", problem));
+        }
+        None => "datapunk".to_owned(),
+    };
+    let pool_size = match &raw.pool_size {
+        Some(size) if (1..=MAX_POOL).contains(size.get_ref()) => *size.get_ref() as usize,
+        Some(size) => {
+            return Err(src.at(size, "database.pool_size", format!("must be 1 to {MAX_POOL}")));
+        }
+        None => 4,
+    };
+    let mode = match raw.mode.as_ref().map(|m| *m.get_ref()).unwrap_or_default() {
+        RawMode::Managed => managed(src, raw, env)?,
+        RawMode::External => external(src, raw, env)?,
+    };
+    Ok(Database { name, pool_size, mode })
+}
+
+fn managed(
+    src: &Source<'_>,
+    raw: &RawDatabase,
+    env: &Environment,
+) -> Result<DatabaseMode, ConfigError> {
+    let external_only = [
+        ("database.conninfo", raw.conninfo.as_ref().map(Spanned::span)),
+        ("database.password_file", raw.password_file.as_ref().map(Spanned::span)),
+        ("database.password_credential", raw.password_credential.as_ref().map(Spanned::span)),
+        ("database.tls", raw.tls.as_ref().map(Spanned::span)),
+        ("database.tls_ca_file", raw.tls_ca_file.as_ref().map(Spanned::span)),
+    ];
+    if let Some((key, span)) = external_only.into_iter().find(|(_, span)| span.is_some()) {
+        let problem = "is only used when `database.mode = \"external\"`".to_owned();
+        return Err(src.error(span, Some(key), problem));
+    }
+
+    let data_dir = match &raw.data_dir {
+        Some(dir) => src.resolve(dir, "database.data_dir")?,
+        None => join(
+            default_dir(src, env, &env.xdg_data_home, ".local/share", "database.data_dir")?,
+            &["postgresql"],
+        ),
+    };
+    let pg_bin_dir = match &raw.pg_bin_dir {
+        Some(dir) => Some(src.resolve(dir, "database.pg_bin_dir")?),
+        None => None,
+    };
+    Ok(DatabaseMode::Managed { data_dir, pg_bin_dir })
+}
+
+fn external(
+    src: &Source<'_>,
+    raw: &RawDatabase,
+    env: &Environment,
+) -> Result<DatabaseMode, ConfigError> {
+    let managed_only = [
+        ("database.data_dir", raw.data_dir.as_ref().map(Spanned::span)),
+        ("database.pg_bin_dir", raw.pg_bin_dir.as_ref().map(Spanned::span)),
+    ];
+    if let Some((key, span)) = managed_only.into_iter().find(|(_, span)| span.is_some()) {
+        let problem = "is only used when `database.mode = \"managed\"`".to_owned();
+        return Err(src.error(span, Some(key), problem));
+    }
+
+    let Some(conninfo) = &raw.conninfo else {
+        let span = raw.mode.as_ref().map(Spanned::span);
+        let problem = "`database.mode = \"external\"` needs `database.conninfo`".to_owned();
+        return Err(src.error(span, Some("database.conninfo"), problem));
+    };
+    if holds_password(conninfo.get_ref()) {
+        let problem = "must not hold a password: put it in a file and set \
+                       `database.password_file` (or `database.password_credential`)";
+        return Err(src.at(conninfo, "database.conninfo", problem));
+    }
+
+    let password = match (&raw.password_file, &raw.password_credential) {
+        (Some(_), Some(cred)) => {
+            let problem = "set either `database.password_file` or this, not both";
+            return Err(src.at(cred, "database.password_credential", problem));
+        }
+        (Some(file), None) => {
+            Some(SecretSource::File(src.resolve(file, "database.password_file")?))
+        }
+        (None, Some(cred)) => Some(credential(src, cred, env)?),
+        (None, None) => None,
+    };
+    let tls = Tls {
+        enabled: raw.tls.as_ref().is_some_and(|t| *t.get_ref()),
+        ca_file: match &raw.tls_ca_file {
+            Some(file) => Some(src.resolve(file, "database.tls_ca_file")?),
+            None => None,
+        },
+    };
+    Ok(DatabaseMode::External { conninfo: conninfo.get_ref().clone(), password, tls })
+}
+
+fn credential(
+    src: &Source<'_>,
+    name: &Spanned<String>,
+    env: &Environment,
+) -> Result<SecretSource, ConfigError> {
+    let key = "database.password_credential";
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    let value = name.get_ref();
+    if value.is_empty() || value.starts_with('.') || !value.chars().all(plain) {
+        return Err(src.at(
+            name,
+            key,
+            "must be a credential name (letters, digits, '-', '_', '.')",
+        ));
+    }
+    let Some(dir) = &env.credentials_directory else {
+        let problem = "CREDENTIALS_DIRECTORY is not set: load the credential with systemd's \
+                       `LoadCredential=`, or use `database.password_file`";
+        return Err(src.at(name, key, problem));
+    };
+    Ok(SecretSource::Credential { name: value.clone(), path: dir.join(value) })
+}
+
+fn valid_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    first_ok
+        && name.len() <= 63
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// A libpq keyword/value string or URI that carries a password.
+fn holds_password(conninfo: &str) -> bool {
+    let lower = conninfo.to_ascii_lowercase();
+    if lower.contains("password") {
+        return true;
+    }
+    let uri = lower.strip_prefix("postgresql://").or_else(|| lower.strip_prefix("postgres://"));
+    uri.and_then(|rest| rest.split_once('@')).is_some_and(|(userinfo, _)| userinfo.contains(':'))
+}

@@ -1,0 +1,153 @@
+//! Loading configuration files: defaults, errors that point at the fault, and no leaked values.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use datapunk_config::{Config, ConfigError, DatabaseMode, EXAMPLE, Environment, Location, locate};
+
+fn env() -> Environment {
+    Environment {
+        home: Some("/home/alice".into()),
+        xdg_runtime_dir: Some("/run/user/1000".into()),
+        ..Environment::default()
+    }
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("/etc/datapunk/config.toml"), &env())
+}
+
+fn invalid(text: &str) -> (Location, Option<String>, String) {
+    match parse(text) {
+        Err(ConfigError::Invalid { location, key, problem, .. }) => (location, key, problem),
+        other => panic!("expected an invalid-config error, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_empty_file_gives_xdg_defaults() {
+    let config = parse("").expect("an empty file is valid");
+    assert_eq!(config.daemon.runtime_dir, PathBuf::from("/run/user/1000/datapunk"));
+    assert_eq!(config.daemon.state_dir, PathBuf::from("/home/alice/.local/state/datapunk"));
+    assert_eq!(config.database.name, "datapunk");
+    assert_eq!(config.database.pool_size, 4);
+    let DatabaseMode::Managed { data_dir, pg_bin_dir } = config.database.mode else {
+        panic!("managed is the default mode");
+    };
+    assert_eq!(data_dir, PathBuf::from("/home/alice/.local/share/datapunk/postgresql"));
+    assert_eq!(pg_bin_dir, None);
+}
+
+#[test]
+fn the_example_parses_to_the_defaults() {
+    let example = parse(EXAMPLE).expect("the example is valid");
+    let defaults = parse("").expect("an empty file is valid");
+    assert_eq!(example, defaults);
+}
+
+#[test]
+fn an_unknown_key_is_named_with_its_line_and_column_and_its_value_is_not_echoed() {
+    let (location, key, problem) =
+        invalid("[database]\nname = \"dp\"\n  passwd = \"hunter2-S3CRET\"\n");
+    assert_eq!(location, Location { line: 3, column: 3 });
+    assert_eq!(key.as_deref(), Some("database.passwd"));
+    assert!(problem.contains("unknown key `passwd`"), "{problem}");
+    assert!(!problem.contains("hunter2"), "{problem}");
+}
+
+#[test]
+fn a_wrong_type_is_named_without_the_value() {
+    let (location, key, problem) = invalid("[database]\npool_size = \"tok-3f9a7c\"\n");
+    assert_eq!(location, Location { line: 2, column: 13 });
+    assert_eq!(key.as_deref(), Some("database.pool_size"));
+    assert!(problem.contains("wrong type"), "{problem}");
+    assert!(!problem.contains("tok-3f9a7c"), "{problem}");
+}
+
+#[test]
+fn an_unknown_mode_lists_the_allowed_ones_without_the_value() {
+    let (_, key, problem) = invalid("[database]\nmode = \"sekrit-mode\"\n");
+    assert_eq!(key.as_deref(), Some("database.mode"));
+    assert!(problem.contains("`managed`") && problem.contains("`external`"), "{problem}");
+    assert!(!problem.contains("sekrit"), "{problem}");
+}
+
+#[test]
+fn a_syntax_error_points_at_the_line() {
+    let (location, _, problem) = invalid("[database]\nname = \"unterminated\n");
+    assert_eq!(location.line, 2);
+    assert!(!problem.contains("unterminated"), "{problem}");
+}
+
+#[test]
+fn a_password_in_the_connection_string_is_refused_without_echoing_it() {
+    let text = "[database]\nmode = \"external\"\nconninfo = \"host=db password=pw-91x\"\n";
+    let (location, key, problem) = invalid(text);
+    assert_eq!(location.line, 3);
+    assert_eq!(key.as_deref(), Some("database.conninfo"));
+    assert!(problem.contains("password_file"), "{problem}");
+    assert!(!problem.contains("pw-91x"), "{problem}");
+
+    let uri = "[database]\nmode = \"external\"\nconninfo = \"postgresql://app:pw-91x@db/dp\"\n";
+    let (_, _, problem) = invalid(uri);
+    assert!(!problem.contains("pw-91x"), "{problem}");
+}
+
+#[test]
+fn external_mode_needs_a_connection_string_and_rejects_managed_keys() {
+    let (_, key, _) = invalid("[database]\nmode = \"external\"\n");
+    assert_eq!(key.as_deref(), Some("database.conninfo"));
+    let text = "[database]\nmode = \"external\"\nconninfo = \"host=db\"\ndata_dir = \"/x\"\n";
+    let (location, key, _) = invalid(text);
+    assert_eq!((location.line, key.as_deref()), (4, Some("database.data_dir")));
+}
+
+#[test]
+fn a_credential_name_resolves_inside_the_credentials_directory() {
+    let env = Environment { credentials_directory: Some("/run/credentials/x".into()), ..env() };
+    let text = "[database]\nmode = \"external\"\nconninfo = \"host=db\"\n\
+                password_credential = \"db-pass\"\ntls = true\n";
+    let config = Config::parse(text, Path::new("/c.toml"), &env).expect("valid");
+    let DatabaseMode::External { password: Some(source), tls, .. } = config.database.mode else {
+        panic!("external mode with a password source");
+    };
+    assert_eq!(source.path(), Path::new("/run/credentials/x/db-pass"));
+    assert!(tls.enabled);
+
+    let (_, key, problem) = invalid(text);
+    assert_eq!(key.as_deref(), Some("database.password_credential"));
+    assert!(problem.contains("CREDENTIALS_DIRECTORY"), "{problem}");
+}
+
+#[test]
+fn relative_paths_are_taken_from_the_file_directory() {
+    let config = parse("[daemon]\nstate_dir = \"state\"\n").expect("valid");
+    assert_eq!(config.daemon.state_dir, PathBuf::from("/etc/datapunk/state"));
+}
+
+#[test]
+fn a_missing_explicit_file_is_an_error_but_a_missing_default_means_defaults() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let env = Environment { xdg_config_home: Some(dir.path().to_path_buf()), ..env() };
+    let located = locate(None, &env).expect("default location");
+    assert!(!located.explicit);
+    let config = Config::load(&located, &env).expect("defaults when the default file is absent");
+    assert_eq!(config.source, None);
+
+    let missing = dir.path().join("nope.toml");
+    let located = locate(Some(&missing), &env).expect("explicit location");
+    let err = Config::load(&located, &env).expect_err("explicit file must exist");
+    assert!(err.to_string().contains("nope.toml"), "{err}");
+
+    fs::write(&missing, "[log]\nlevel = \"debug\"\n").expect("write config");
+    let config = Config::load(&located, &env).expect("valid file");
+    assert_eq!(config.log.level, "debug");
+}
+
+#[test]
+fn the_environment_variable_beats_the_default_location_and_the_flag_beats_both() {
+    let env = Environment { datapunk_config: Some("/from/env.toml".into()), ..env() };
+    assert_eq!(locate(None, &env).expect("env").path, PathBuf::from("/from/env.toml"));
+    let flag = Path::new("/from/flag.toml");
+    assert_eq!(locate(Some(flag), &env).expect("flag").path, PathBuf::from("/from/flag.toml"));
+}

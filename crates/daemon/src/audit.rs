@@ -1,0 +1,173 @@
+//! Recording what Datapunk does: one row in the hash-chained audit table and one journald
+//! entry per event.
+//!
+//! [`Auditor::record`] appends through `datapunk.audit_append` (the only way in; see
+//! `datapunk-store`), moves the chain's anchor file forward, and mirrors the event to journald
+//! with stable fields:
+//!
+//! | field | value |
+//! |---|---|
+//! | `SYSLOG_IDENTIFIER` | `datapunkd` (for the CLI's events too: one identifier, one trail) |
+//! | `DATAPUNK_AUDIT` | `1` |
+//! | `DATAPUNK_ACTION` | e.g. `daemon.start` |
+//! | `DATAPUNK_OUTCOME` | `success`, `failure` or `denied` |
+//! | `DATAPUNK_INTEGRATION`, `DATAPUNK_DATASET` | when the event concerns one |
+//! | `DATAPUNK_COMPONENT` | `daemon` or `cli` |
+//! | `DATAPUNK_AUDIT_ID` | the row's id; absent when no database could be reached |
+//! | `MESSAGE` | one readable sentence |
+//!
+//! Neither the row nor the entry ever holds personal data or a secret: details are ids,
+//! counts and paths.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use datapunk_store::audit::{self, AnchorCheck, Appended, Event, HeadAnchor};
+use tokio_postgres::Client;
+use tracing::Dispatch;
+use tracing_subscriber::layer::SubscriberExt;
+
+use crate::logging;
+
+/// The syslog identifier of every audit entry in journald.
+pub const SYSLOG_IDENTIFIER: &str = "datapunkd";
+
+/// Appends audit events and mirrors them to journald.
+pub struct Auditor {
+    uid: u32,
+    anchor: HeadAnchor,
+    anchor_checked: AtomicBool,
+    journal: Option<Dispatch>,
+}
+
+/// Why an event could not be recorded in the database.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// The database refused or could not be reached.
+    #[error("could not append to the audit table")]
+    Append(#[source] datapunk_store::Error),
+    /// The chain in the database does not reach the head anchored outside it: rows were
+    /// removed or the chain was rebuilt. Appending would hide that, so nothing is appended.
+    #[error(
+        "the audit chain does not match its anchor file {} ({check:?}): run `datapunk audit \
+         verify`; once you have looked into it, move the anchor file away to accept the chain",
+        path.display()
+    )]
+    AnchorBroken {
+        /// The anchor file.
+        path: PathBuf,
+        /// What the comparison found.
+        check: AnchorCheck,
+    },
+}
+
+impl Auditor {
+    /// An auditor acting as `uid`, anchoring the chain's head in the file `anchor`. The
+    /// journald mirror is used when journald is reachable now.
+    pub fn new(uid: u32, anchor: PathBuf) -> Self {
+        let journal = logging::journald_layer(SYSLOG_IDENTIFIER)
+            .map(|layer| Dispatch::new(tracing_subscriber::registry().with(layer)));
+        Self {
+            uid,
+            anchor: HeadAnchor::new(anchor),
+            anchor_checked: AtomicBool::new(false),
+            journal,
+        }
+    }
+
+    /// Compares the chain's head in the database with the anchor file. An auditor does this
+    /// once, before its first append: afterwards the anchor moves with the chain and could no
+    /// longer reveal a rebuilt one.
+    ///
+    /// # Errors
+    ///
+    /// [`AuditError::AnchorBroken`] when rows the anchor knows of are gone or differ.
+    pub async fn check_anchor(&self, client: &Client) -> Result<(), AuditError> {
+        if self.anchor_checked.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        match self.anchor.check(client).await.map_err(AuditError::Append)? {
+            AnchorCheck::Matches { .. } | AnchorCheck::Missing => {
+                self.anchor_checked.store(true, Ordering::Release);
+                Ok(())
+            }
+            check => {
+                Err(AuditError::AnchorBroken { path: self.anchor.path().to_path_buf(), check })
+            }
+        }
+    }
+
+    /// True when events also reach journald.
+    pub fn mirrors_to_journald(&self) -> bool {
+        self.journal.is_some()
+    }
+
+    /// Appends `event` to the audit table, anchors the new head outside the database, and
+    /// writes the journald entry. `message` is the readable sentence of the entry.
+    ///
+    /// # Errors
+    ///
+    /// When the row cannot be appended; then nothing is written to journald either, so that
+    /// the two never disagree. A failure to update the anchor file is logged, not returned:
+    /// the row is in the chain and `datapunk audit verify` will report the stale anchor.
+    pub async fn record(
+        &self,
+        client: &Client,
+        event: &Event,
+        message: &str,
+    ) -> Result<Appended, AuditError> {
+        self.check_anchor(client).await?;
+        let appended = audit::append(client, self.uid, event).await.map_err(AuditError::Append)?;
+
+        if let Err(error) = self.anchor.record(&appended) {
+            tracing::error!(%error, path = %self.anchor.path().display(),
+                "could not update the audit anchor file");
+        }
+        self.mirror(event, Some(appended.id), message);
+        Ok(appended)
+    }
+
+    /// Writes an event to journald only, for what happens before any database can be reached
+    /// (a configuration refused at start).
+    pub fn journal_only(&self, event: &Event, message: &str) {
+        self.mirror(event, None, message);
+    }
+
+    fn mirror(&self, event: &Event, id: Option<i64>, message: &str) {
+        let emit = || {
+            tracing::info!(
+                target: "datapunk::audit",
+                audit = 1u8,
+                action = event.action.as_str(),
+                outcome = event.outcome.as_str(),
+                component = event.component.as_str(),
+                integration = event.integration.as_deref(),
+                dataset = event.dataset.as_deref(),
+                audit_id = id,
+                "{message}"
+            );
+        };
+        match &self.journal {
+            Some(dispatch) => tracing::dispatcher::with_default(dispatch, emit),
+            None => emit(),
+        }
+    }
+}
+
+/// Shorthand for an event with no integration or dataset.
+pub fn event(
+    component: &str,
+    action: &str,
+    outcome: audit::Outcome,
+    details: serde_json::Value,
+) -> Event {
+    Event {
+        component: component.to_owned(),
+        action: action.to_owned(),
+        integration: None,
+        dataset: None,
+        outcome,
+        details,
+    }
+}

@@ -1,0 +1,68 @@
+//! The CLI's side of the control socket.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use super::proto::{MAX_LINE, Request, Response};
+
+/// Why a request to the daemon failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// No daemon listens on the socket.
+    #[error("datapunkd is not running (nothing listens on {})", path.display())]
+    NotRunning {
+        /// The socket's path.
+        path: PathBuf,
+    },
+    /// The daemon closed the connection without answering: it refused us.
+    #[error("datapunkd closed the connection without answering (is it running as another user?)")]
+    Refused,
+    /// Reading or writing the socket failed.
+    #[error("control socket {}: {source}", path.display())]
+    Io {
+        /// The socket's path.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The answer was not valid protocol.
+    #[error("datapunkd sent an answer this datapunk does not understand: {0}")]
+    Protocol(#[source] serde_json::Error),
+}
+
+/// Sends one request and reads its answer.
+///
+/// # Errors
+///
+/// [`ClientError::NotRunning`] when no daemon listens; the other variants when the
+/// conversation fails.
+pub async fn request(socket: &Path, request: &Request) -> Result<Response, ClientError> {
+    let io_error = |source| ClientError::Io { path: socket.to_path_buf(), source };
+    let stream = match UnixStream::connect(socket).await {
+        Ok(stream) => stream,
+        Err(e)
+            if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) =>
+        {
+            return Err(ClientError::NotRunning { path: socket.to_path_buf() });
+        }
+        Err(e) => return Err(io_error(e)),
+    };
+    let (read, mut write) = stream.into_split();
+
+    let mut line = serde_json::to_string(request).map_err(ClientError::Protocol)?;
+    line.push('\n');
+    write.write_all(line.as_bytes()).await.map_err(io_error)?;
+
+    let mut answer = String::new();
+    let mut reader = BufReader::new(read.take(MAX_LINE as u64 * 16));
+    match reader.read_line(&mut answer).await {
+        Ok(0) => Err(ClientError::Refused),
+        Ok(_) => serde_json::from_str(&answer).map_err(ClientError::Protocol),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Err(ClientError::Refused),
+        Err(e) => Err(io_error(e)),
+    }
+}

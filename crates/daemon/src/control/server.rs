@@ -1,0 +1,136 @@
+//! The daemon's side of the control socket.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datapunk_store::audit::Outcome;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::proto::{MAX_LINE, Request, Response};
+use crate::audit::event;
+use crate::service::Shared;
+
+/// Why the control socket could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BindError {
+    /// Another daemon answers on the socket.
+    #[error("another datapunkd is already running (it answers on {})", .0.display())]
+    AlreadyRunning(PathBuf),
+    /// Binding failed.
+    #[error("cannot listen on {}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Binds the socket at `path` with mode 0600, replacing a stale socket file left by a daemon
+/// that died, but never one a live daemon answers on.
+pub(crate) async fn bind(path: &Path) -> Result<UnixListener, BindError> {
+    let io_error = |source| BindError::Io { path: path.to_path_buf(), source };
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(BindError::AlreadyRunning(path.to_path_buf()));
+        }
+        fs::remove_file(path).map_err(io_error)?;
+    }
+    // The umask is 077 already, so the socket is born 0600; set it anyway in case the
+    // process was started differently.
+    let listener = UnixListener::bind(path).map_err(io_error)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io_error)?;
+    Ok(listener)
+}
+
+/// Serves connections until `shutdown` turns true, then waits for open ones to finish.
+pub(crate) async fn serve(
+    listener: UnixListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    connections.spawn(connection(stream, Arc::clone(&shared)));
+                }
+                Err(error) => tracing::warn!(%error, "control socket accept failed"),
+            },
+            _ = shutdown.changed() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    connections.shutdown().await;
+}
+
+async fn connection(stream: UnixStream, shared: Arc<Shared>) {
+    let cred = match stream.peer_cred() {
+        Ok(cred) => cred,
+        Err(error) => {
+            tracing::warn!(%error, "could not read the peer's credentials; closing");
+            return;
+        }
+    };
+    if cred.uid() != shared.uid {
+        refuse(&shared, cred.uid(), cred.pid()).await;
+        return;
+    }
+
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read.take(MAX_LINE as u64 + 1));
+    let mut line = String::new();
+    let response = match lines.read_line(&mut line).await {
+        Ok(0) => return,
+        Ok(n) if n > MAX_LINE || !line.ends_with('\n') => Response::Error {
+            message: format!("request too long or unterminated (max {MAX_LINE} bytes)"),
+        },
+        Ok(_) => match serde_json::from_str::<Request>(&line) {
+            Ok(request) => answer(&shared, request).await,
+            Err(error) => {
+                tracing::debug!(%error, "malformed control request");
+                Response::Error { message: "malformed request: expected one JSON object such as {\"request\":\"status\"}".into() }
+            }
+        },
+        Err(error) => {
+            tracing::debug!(%error, "control socket read failed");
+            return;
+        }
+    };
+    let mut out = match serde_json::to_string(&response) {
+        Ok(out) => out,
+        Err(error) => {
+            tracing::error!(%error, "could not encode a control response");
+            return;
+        }
+    };
+    out.push('\n');
+    if let Err(error) = write.write_all(out.as_bytes()).await {
+        tracing::debug!(%error, "control client went away before the answer");
+    }
+}
+
+async fn answer(shared: &Shared, request: Request) -> Response {
+    match request {
+        Request::Status => Response::Status(shared.status().await),
+    }
+}
+
+async fn refuse(shared: &Shared, uid: u32, pid: Option<i32>) {
+    tracing::warn!(
+        peer_uid = uid,
+        peer_pid = pid,
+        "refused a control connection from another user"
+    );
+    let details = json!({ "peer_uid": uid, "peer_pid": pid });
+    let event = event("daemon", "control.refused", Outcome::Denied, details);
+    let message = format!("control socket connection from uid {uid} refused");
+    shared.record(&event, &message).await;
+}

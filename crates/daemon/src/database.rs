@@ -1,0 +1,335 @@
+//! Opening PostgreSQL as the configuration says.
+//!
+//! In managed mode the daemon owns a private cluster under its data directory: it creates it
+//! on first start (`initdb`, then the roles, the database and the schema), starts it before it
+//! reports ready and stops it on shutdown. In external mode it connects to an existing server
+//! as `datapunk_app` and refuses to start until an administrator has run `datapunk db init`
+//! and the schema is current.
+
+use std::path::PathBuf;
+
+use datapunk_config::{Config, DatabaseMode};
+use datapunk_store::audit::{Event, Outcome};
+use datapunk_store::managed::{Cluster, ManagedOptions};
+use datapunk_store::{ConnectOptions, Role, Store, Tls, admin};
+use serde_json::json;
+
+use crate::audit::{Auditor, event};
+use crate::process;
+
+/// An open database, and the managed cluster behind it when there is one.
+pub struct Database {
+    store: Store,
+    cluster: Option<ClusterGuard>,
+    mode: &'static str,
+    name: String,
+    init_report: Option<admin::InitReport>,
+}
+
+/// A managed cluster and whether this process started it (and so must stop it).
+struct ClusterGuard {
+    cluster: Cluster,
+    started_here: bool,
+}
+
+/// Why the database could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DatabaseError {
+    /// A directory for the cluster could not be prepared.
+    #[error("cannot prepare {}", path.display())]
+    Directory {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The user name for peer authentication could not be found.
+    #[error("cannot find this user's name for peer authentication")]
+    UserName(#[source] std::io::Error),
+    /// PostgreSQL failed.
+    #[error(transparent)]
+    Store(#[from] datapunk_store::Error),
+    /// The schema is older than this program.
+    #[error(
+        "the database schema is at version {current} but this datapunkd needs {latest}: \
+         run `datapunk db migrate --admin-url CONNINFO`"
+    )]
+    SchemaBehind {
+        /// The version in the database.
+        current: u32,
+        /// The version this program ships.
+        latest: u32,
+    },
+    /// The schema is newer than this program.
+    #[error(
+        "the database schema is at version {current}, newer than this datapunkd knows \
+         ({latest}): upgrade datapunk"
+    )]
+    SchemaAhead {
+        /// The version in the database.
+        current: u32,
+        /// The version this program ships.
+        latest: u32,
+    },
+}
+
+/// The managed cluster described by `config`, if the configuration asks for one.
+pub fn managed_cluster(config: &Config) -> Result<Option<Cluster>, DatabaseError> {
+    let DatabaseMode::Managed { data_dir, pg_bin_dir } = &config.database.mode else {
+        return Ok(None);
+    };
+    let socket_dir = config.daemon.runtime_dir.join("postgresql");
+    for dir in [&config.daemon.runtime_dir, &socket_dir] {
+        process::private_dir(dir)
+            .map_err(|source| DatabaseError::Directory { path: dir.clone(), source })?;
+    }
+    if let Some(parent) = data_dir.parent() {
+        process::private_dir(parent)
+            .map_err(|source| DatabaseError::Directory { path: parent.to_path_buf(), source })?;
+    }
+    let os_user = process::user_name().map_err(DatabaseError::UserName)?;
+    Ok(Some(Cluster::new(ManagedOptions {
+        data_dir: data_dir.clone(),
+        socket_dir,
+        bin_dir: pg_bin_dir.clone(),
+        os_user,
+    })))
+}
+
+/// How to connect as `role` to the configured database. In external mode the configured
+/// connection string is the app role's; other roles use it with `user` replaced.
+pub fn connect_options(config: &Config, cluster: Option<&Cluster>, role: Role) -> ConnectOptions {
+    let name = &config.database.name;
+    let mut options = match (&config.database.mode, cluster) {
+        (DatabaseMode::External { conninfo, password, tls }, _) => {
+            let mut options = ConnectOptions::new(conninfo.clone());
+            options.password_file = password.as_ref().map(|p| p.path().to_path_buf());
+            options.tls = tls.enabled.then(|| Tls { ca_file: tls.ca_file.clone() });
+            if role != Role::App {
+                options.user = Some(role.name().to_owned());
+            }
+            options
+        }
+        (DatabaseMode::Managed { .. }, Some(cluster)) => {
+            ConnectOptions::new(cluster.conninfo(role, name))
+        }
+        (DatabaseMode::Managed { .. }, None) => ConnectOptions::new(String::new()),
+    };
+    options.pool_size = config.database.pool_size;
+    options
+}
+
+impl Database {
+    /// Opens the database for the daemon: in managed mode creates and starts the cluster,
+    /// initialises or migrates it, and audits what it created; in external mode connects and
+    /// checks the schema version.
+    ///
+    /// # Errors
+    ///
+    /// When PostgreSQL cannot be started or reached, or the schema is not current.
+    pub async fn open_for_daemon(
+        config: &Config,
+        auditor: &Auditor,
+    ) -> Result<Self, DatabaseError> {
+        match managed_cluster(config)? {
+            Some(cluster) => Self::open_managed(config, cluster, auditor, "daemon").await,
+            None => Self::open_external(config, Role::App).await,
+        }
+    }
+
+    /// Opens the database as `role` for a short-lived command, starting the managed cluster
+    /// if it is not running (and stopping it again on [`Database::close`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Database::open_for_daemon`]; a managed cluster that was never created is an error
+    /// here (`datapunk db init` or the daemon's first start creates it).
+    pub async fn open_as(config: &Config, role: Role) -> Result<Self, DatabaseError> {
+        match managed_cluster(config)? {
+            Some(cluster) => {
+                let started_here = cluster.start().await?;
+                let guard = ClusterGuard { cluster, started_here };
+                let options = connect_options(config, Some(&guard.cluster), role);
+                let store = match Store::connect(&options).await {
+                    Ok(store) => store,
+                    Err(e) => {
+                        guard.stop().await;
+                        return Err(e.into());
+                    }
+                };
+                Ok(Self {
+                    store,
+                    cluster: Some(guard),
+                    mode: "managed",
+                    name: config.database.name.clone(),
+                    init_report: None,
+                })
+            }
+            None => Self::open_external(config, role).await,
+        }
+    }
+
+    /// Creates (when needed) and starts the managed cluster, then initialises and migrates
+    /// it, auditing each step that changed something. `component` names who did it.
+    ///
+    /// # Errors
+    ///
+    /// When `initdb`, `pg_ctl` or the initialisation fail.
+    pub async fn open_managed(
+        config: &Config,
+        cluster: Cluster,
+        auditor: &Auditor,
+        component: &str,
+    ) -> Result<Self, DatabaseError> {
+        let created = cluster.initialize().await?;
+        if created {
+            tracing::info!(data_dir = %cluster.data_dir().display(), "created the managed cluster");
+        }
+        let started_here = cluster.start().await?;
+        let guard = ClusterGuard { cluster, started_here };
+
+        let name = &config.database.name;
+        let result = async {
+            let report = admin::init(&guard.cluster.admin_conninfo(name), name).await?;
+            let options = connect_options(config, Some(&guard.cluster), Role::App);
+            let store = Store::connect(&options).await?;
+            record_init(&store, auditor, component, &report).await;
+            Ok::<_, DatabaseError>((store, report))
+        }
+        .await;
+
+        match result {
+            Ok((store, report)) => Ok(Self {
+                store,
+                cluster: Some(guard),
+                mode: "managed",
+                name: name.clone(),
+                init_report: Some(report),
+            }),
+            Err(e) => {
+                guard.stop().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn open_external(config: &Config, role: Role) -> Result<Self, DatabaseError> {
+        let store = Store::connect(&connect_options(config, None, role)).await?;
+        let state = store.schema_state().await?;
+        if state.current < state.latest {
+            return Err(DatabaseError::SchemaBehind {
+                current: state.current,
+                latest: state.latest,
+            });
+        }
+        if state.current > state.latest {
+            return Err(DatabaseError::SchemaAhead {
+                current: state.current,
+                latest: state.latest,
+            });
+        }
+        Ok(Self {
+            store,
+            cluster: None,
+            mode: "external",
+            name: config.database.name.clone(),
+            init_report: None,
+        })
+    }
+
+    /// What the managed initialisation did, when this opened a managed cluster.
+    pub fn init_report(&self) -> Option<&admin::InitReport> {
+        self.init_report.as_ref()
+    }
+
+    /// The connection pool.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// `managed` or `external`.
+    pub fn mode(&self) -> &'static str {
+        self.mode
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Closes the pool and stops the managed cluster if this process started it.
+    pub async fn close(self) {
+        let Self { store, cluster, .. } = self;
+        drop(store);
+        if let Some(guard) = cluster {
+            guard.stop().await;
+        }
+    }
+}
+
+impl ClusterGuard {
+    async fn stop(self) {
+        if !self.started_here {
+            return;
+        }
+        if let Err(error) = self.cluster.stop().await {
+            tracing::error!(%error, "could not stop the managed cluster");
+        }
+    }
+}
+
+/// The audit events an initialisation calls for: `database.init` when roles or the
+/// database were created, `database.migrate` when migrations were applied; none when
+/// nothing changed.
+pub fn init_events(component: &str, report: &admin::InitReport) -> Vec<(Event, &'static str)> {
+    let mut events = Vec::new();
+    if report.created_database || !report.created_roles.is_empty() {
+        let details = json!({
+            "database": report.database,
+            "created_database": report.created_database,
+            "created_roles": report.created_roles,
+        });
+        let event = event(component, "database.init", Outcome::Success, details);
+        events.push((event, "database initialised"));
+    }
+    events.extend(migrate_event(component, &report.migrations));
+    events
+}
+
+/// The `database.migrate` event for a migration run that applied something.
+pub fn migrate_event(
+    component: &str,
+    report: &admin::MigrateReport,
+) -> Option<(Event, &'static str)> {
+    if report.applied.is_empty() {
+        return None;
+    }
+    let versions: Vec<u32> = report.applied.iter().map(|(v, _)| *v).collect();
+    let details = json!({ "applied": versions, "current": report.current });
+    Some((
+        event(component, "database.migrate", Outcome::Success, details),
+        "database schema migrated",
+    ))
+}
+
+async fn record_init(
+    store: &Store,
+    auditor: &Auditor,
+    component: &str,
+    report: &admin::InitReport,
+) {
+    let client = match store.client().await {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::error!(%error, "could not audit the database initialisation");
+            return;
+        }
+    };
+    for (event, message) in init_events(component, report) {
+        if let Err(error) = auditor.record(&client, &event, message).await {
+            tracing::error!(error = %error, "could not audit the database initialisation");
+        }
+    }
+}

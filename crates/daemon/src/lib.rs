@@ -1,0 +1,23 @@
+//! The Datapunk daemon, `datapunkd`, and the pieces of it that the `datapunk` CLI shares.
+//!
+//! - [`service`] runs the daemon: it refuses root, opens the database, announces readiness to
+//!   systemd, serves the control socket and shuts down cleanly on SIGTERM.
+//! - [`database`] opens PostgreSQL as the configuration says: the daemon's own cluster
+//!   (managed mode) or an existing server (external mode).
+//! - [`audit`] records what Datapunk does, in the hash-chained audit table and in journald.
+//! - [`control`] is the control socket: its protocol, its server and the client the CLI uses.
+//! - [`logging`] sends logs to journald when it is there, else to standard error.
+//! - [`process`] holds the process-wide safety checks: umask, root refusal, private directories.
+
+pub mod audit;
+pub mod control;
+pub mod database;
+pub mod logging;
+mod notify;
+pub mod process;
+pub mod service;
+
+/// Exit status for a configuration problem (`EX_CONFIG` from sysexits.h).
+pub const EXIT_CONFIG: u8 = 78;
+/// Exit status when run with privileges it refuses (`EX_NOPERM` from sysexits.h).
+pub const EXIT_NOPERM: u8 = 77;

@@ -1,0 +1,325 @@
+//! The daemon's life: start, serve, stop.
+//!
+//! [`run`] loads the configuration, opens the database, records `config.loaded` and
+//! `daemon.start`, binds the control socket and only then tells systemd `READY=1`. It pings the
+//! watchdog at half of `$WATCHDOG_USEC`, reloads the configuration on SIGHUP, and on SIGTERM or
+//! SIGINT sends `STOPPING=1`, records `daemon.stop`, stops the managed cluster and exits 0.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use datapunk_config::{Config, Environment, locate};
+use datapunk_store::audit::{Event, Outcome};
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{Mutex, watch};
+
+use crate::audit::{Auditor, event};
+use crate::control::proto::{AuditStatus, DatabaseStatus, State, Status};
+use crate::control::server;
+use crate::database::Database;
+use crate::logging::LevelHandle;
+use crate::{EXIT_CONFIG, notify, process};
+
+/// What the control socket and the main loop share.
+pub(crate) struct Shared {
+    pub(crate) uid: u32,
+    auditor: Auditor,
+    database: Database,
+    started: Instant,
+    started_at: OffsetDateTime,
+    state: Mutex<State>,
+    recorded: AtomicU64,
+    head_id: Mutex<Option<i64>>,
+    server_version: Option<String>,
+}
+
+impl Shared {
+    /// Records an audit event, logging (not returning) a failure: an event that cannot be
+    /// stored must not stop the daemon, and the log says so loudly.
+    pub(crate) async fn record(&self, event: &Event, message: &str) {
+        let client = match self.database.store().client().await {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::error!(%error, action = event.action.as_str(),
+                    "could not reach the database to record an audit event");
+                self.auditor.journal_only(event, message);
+                return;
+            }
+        };
+        match self.auditor.record(&client, event, message).await {
+            Ok(appended) => {
+                self.recorded.fetch_add(1, Ordering::Relaxed);
+                *self.head_id.lock().await = Some(appended.id);
+            }
+            Err(error) => {
+                tracing::error!(error = %error, action = event.action.as_str(),
+                    "could not record an audit event");
+                self.auditor.journal_only(event, message);
+            }
+        }
+    }
+
+    /// A snapshot of the daemon's state.
+    pub(crate) async fn status(&self) -> Status {
+        let reachable = self.database.store().client().await.is_ok();
+        Status {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
+            state: *self.state.lock().await,
+            started_at: self.started_at.format(&Rfc3339).unwrap_or_default(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            database: DatabaseStatus {
+                mode: self.database.mode().to_owned(),
+                name: self.database.name().to_owned(),
+                reachable,
+                server_version: self.server_version.clone(),
+            },
+            audit: AuditStatus {
+                recorded_since_start: self.recorded.load(Ordering::Relaxed),
+                head_id: *self.head_id.lock().await,
+            },
+            integrations: Vec::new(),
+        }
+    }
+
+    async fn set_state(&self, state: State) {
+        *self.state.lock().await = state;
+        let summary = self.status().await.summary();
+        match state {
+            State::Stopping => notify::stopping(&summary),
+            _ => notify::status(&summary),
+        }
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT and returns its exit status. The caller has set
+/// the umask, refused root and installed logging.
+pub async fn run(config_path: Option<PathBuf>, level: LevelHandle) -> ExitCode {
+    let env = Environment::from_process();
+    let uid = process::uid();
+
+    // Until the configuration is read there is no anchor path; a refused configuration is
+    // only mirrored to journald, so this one is never used for a row.
+    let config = match load_config(config_path.as_deref(), &env) {
+        Ok(config) => config,
+        Err(error) => {
+            let auditor = Auditor::new(uid, PathBuf::new());
+            let details = json!({ "error": error.to_string() });
+            let event = event("daemon", "config.rejected", Outcome::Failure, details);
+            auditor.journal_only(&event, "configuration rejected");
+            tracing::error!(%error, "configuration rejected");
+            eprintln!("datapunkd: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    level.set(&config.log.level);
+
+    match serve(config, config_path, env, uid, level).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "datapunkd failed");
+            notify::status(&format!("failed: {error}"));
+            eprintln!("datapunkd: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(
+    path: Option<&std::path::Path>,
+    env: &Environment,
+) -> Result<Config, datapunk_config::ConfigError> {
+    Config::load(&locate(path, env)?, env)
+}
+
+async fn serve(
+    config: Config,
+    config_path: Option<PathBuf>,
+    env: Environment,
+    uid: u32,
+    level: LevelHandle,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+
+    notify::status("starting: opening the database");
+    for dir in [&config.daemon.runtime_dir, &config.daemon.state_dir] {
+        process::private_dir(dir)
+            .with_context(|| format!("failed to prepare {}", dir.display()))?;
+    }
+    let auditor = Auditor::new(uid, config.daemon.audit_anchor());
+    if !auditor.mirrors_to_journald() {
+        tracing::warn!("journald is not reachable: audit events go to the database only");
+    }
+    let database = Database::open_for_daemon(&config, &auditor)
+        .await
+        .context("failed to open the database")?;
+    let server_version = match startup_checks(&database, &auditor).await {
+        Ok(version) => version,
+        Err(error) => {
+            database.close().await;
+            return Err(error);
+        }
+    };
+    let mut signals = Signals::new().context("failed to install signal handlers")?;
+
+    let shared = Arc::new(Shared {
+        uid,
+        auditor,
+        database,
+        started: Instant::now(),
+        started_at: OffsetDateTime::now_utc(),
+        state: Mutex::new(State::Starting),
+        recorded: AtomicU64::new(0),
+        head_id: Mutex::new(None),
+        server_version,
+    });
+    record_config(&shared, &config, "config.loaded", Outcome::Success, "configuration loaded")
+        .await;
+    let details = json!({ "pid": std::process::id(), "version": env!("CARGO_PKG_VERSION") });
+    shared
+        .record(&event("daemon", "daemon.start", Outcome::Success, details), "datapunkd started")
+        .await;
+
+    let socket = config.daemon.control_socket();
+    let listener = match server::bind(&socket).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            shutdown(shared).await;
+            return Err(error).context("failed to open the control socket");
+        }
+    };
+    let (stop_server, stopped) = watch::channel(false);
+    let server = tokio::spawn(server::serve(listener, Arc::clone(&shared), stopped));
+
+    *shared.state.lock().await = State::Running;
+    notify::ready(&shared.status().await.summary());
+    tracing::info!(socket = %socket.display(), "datapunkd is ready");
+
+    let mut config = config;
+    let mut watchdog = notify::watchdog_interval().map(tokio::time::interval);
+    loop {
+        tokio::select! {
+            _ = signals.terminate.recv() => break,
+            _ = signals.interrupt.recv() => break,
+            _ = signals.hangup.recv() => {
+                config = reload(&shared, config, config_path.as_deref(), &env, &level).await;
+            }
+            _ = tick(&mut watchdog) => notify::watchdog(),
+        }
+    }
+
+    shared.set_state(State::Stopping).await;
+    // The watch channel is the server's only stop signal; a send error means it already ended.
+    let _ = stop_server.send(true);
+    if let Err(error) = server.await {
+        tracing::error!(%error, "control socket task failed");
+    }
+    if let Err(error) = std::fs::remove_file(&socket) {
+        tracing::warn!(%error, "could not remove the control socket");
+    }
+    shutdown(shared).await;
+    Ok(())
+}
+
+/// Checks the audit anchor before anything is appended, and reads the server's version.
+async fn startup_checks(database: &Database, auditor: &Auditor) -> anyhow::Result<Option<String>> {
+    use anyhow::Context as _;
+
+    let client = database.store().client().await.context("failed to reach the database")?;
+    auditor.check_anchor(&client).await.context("refusing to start")?;
+    let version = client.query_one("SHOW server_version", &[]).await.ok().map(|row| row.get(0));
+    Ok(version)
+}
+
+/// Records `daemon.stop` and closes the database.
+async fn shutdown(shared: Arc<Shared>) {
+    let uptime = shared.started.elapsed().as_secs();
+    let details = json!({ "uptime_secs": uptime });
+    shared
+        .record(&event("daemon", "daemon.stop", Outcome::Success, details), "datapunkd stopped")
+        .await;
+    match Arc::try_unwrap(shared) {
+        Ok(shared) => shared.database.close().await,
+        Err(_) => tracing::warn!("control connections still open at shutdown"),
+    }
+    tracing::info!(uptime_secs = uptime, "datapunkd stopped");
+}
+
+async fn record_config(
+    shared: &Shared,
+    config: &Config,
+    action: &str,
+    outcome: Outcome,
+    message: &str,
+) {
+    let path = config.source.as_ref().map(|p| p.display().to_string());
+    let details = json!({ "path": path });
+    shared.record(&event("daemon", action, outcome, details), message).await;
+}
+
+/// Re-reads the configuration on SIGHUP. A bad file is refused and audited and the running
+/// configuration stays; a good one applies its log level at once (other changes need a
+/// restart, which the log says).
+async fn reload(
+    shared: &Shared,
+    current: Config,
+    path: Option<&std::path::Path>,
+    env: &Environment,
+    level: &LevelHandle,
+) -> Config {
+    match load_config(path, env) {
+        Ok(new) => {
+            level.set(&new.log.level);
+            if new.daemon != current.daemon || new.database != current.database {
+                tracing::warn!("configuration changes outside [log] apply at the next restart");
+            }
+            record_config(
+                shared,
+                &new,
+                "config.loaded",
+                Outcome::Success,
+                "configuration reloaded",
+            )
+            .await;
+            new
+        }
+        Err(error) => {
+            tracing::error!(%error, "configuration rejected; keeping the running one");
+            let details = json!({ "error": error.to_string() });
+            let event = event("daemon", "config.rejected", Outcome::Failure, details);
+            shared.record(&event, "configuration rejected").await;
+            current
+        }
+    }
+}
+
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+}

@@ -1,0 +1,27 @@
+//! Datapunk's PostgreSQL layer.
+//!
+//! - [`Store`] is the connection pool the daemon and the CLI use, opened from
+//!   [`ConnectOptions`] (a libpq-style connection string, a password file, TLS settings).
+//! - [`managed::Cluster`] runs the daemon's own cluster: Unix socket only, peer
+//!   authentication, no passwords.
+//! - [`admin`] creates the [`Role`]s, the database and the schema, applies the embedded
+//!   migrations, and reports what each role may do.
+//! - [`audit`] appends to, lists and verifies the hash-chained audit log.
+//!
+//! Every fallible function returns [`Error`], whose variants say whether to retry, fix a
+//! setting or ask an administrator. No SQL here is built from outside text except one
+//! validated and quoted database name; every value travels as a bind parameter.
+
+pub mod admin;
+pub mod audit;
+mod connect;
+mod error;
+mod ident;
+pub mod managed;
+mod migrations;
+mod role;
+
+pub use connect::{ConnectOptions, Store, Tls};
+pub use error::Error;
+pub use migrations::SchemaState;
+pub use role::Role;

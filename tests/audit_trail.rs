@@ -1,0 +1,203 @@
+//! The audit trail: one row and one journald entry per action, a chain `datapunk audit verify`
+//! checks, and edits by an administrator that it catches.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use datapunk_testkit::{NotifySocket, journal};
+use datapunk_tests::Setup;
+use rustix::process::Signal;
+use serde_json::Value;
+
+/// `(id, action, component, outcome, integration)` for every row, oldest first.
+async fn rows(setup: &Setup) -> Vec<(i64, String, String, String, Option<String>)> {
+    let admin = setup.admin().await;
+    admin
+        .query("SELECT id, action, actor_component, outcome, integration FROM datapunk.audit ORDER BY id", &[])
+        .await
+        .expect("read the audit table")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect()
+}
+
+fn field<'a>(entry: &'a serde_json::Map<String, Value>, name: &str) -> Option<&'a str> {
+    entry.get(name).and_then(Value::as_str)
+}
+
+fn connect_and_get_refused(setup: &Setup) {
+    // The test runs as root, a uid other than the daemon's: the daemon must close the
+    // connection without answering.
+    use std::io::{Read, Write};
+    let mut stream =
+        std::os::unix::net::UnixStream::connect(setup.control_socket()).expect("connect as root");
+    let _ = stream.write_all(b"{\"request\":\"status\"}\n");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert_eq!(answer, "", "a refused peer must get no answer");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_action_leaves_exactly_one_row_and_one_journal_entry() {
+    assert!(datapunk_testkit::is_root(), "this test needs root to connect as a second uid");
+    let journal = journal();
+    let setup = Setup::external();
+
+    let init = setup
+        .command("datapunk")
+        .args(["db", "init", "--admin-url"])
+        .arg(datapunk_testkit::cluster().conninfo("postgres", "postgres"))
+        .spawn()
+        .expect("start db init");
+    let cli_pid = init.id();
+    assert!(init.wait_with_output().expect("db init").status.success());
+
+    let notify = NotifySocket::new();
+    let daemon = setup.spawn_daemon(Some(&notify), &[]);
+    let daemon_pid = daemon.pid();
+    notify.wait_for_line("READY=1", Duration::from_secs(30));
+
+    connect_and_get_refused(&setup);
+
+    let good = std::fs::read_to_string(&setup.config).expect("read config");
+    setup.write_config(&format!("{good}\n[nonsense]\nkey = 1\n"));
+    daemon.signal(Signal::HUP);
+    wait_for_action(&setup, "config.rejected").await;
+    setup.write_config(&good);
+    daemon.signal(Signal::HUP);
+    wait_for_count(&setup, "config.loaded", 2).await;
+    daemon.stop();
+
+    let rows = rows(&setup).await;
+    let actions: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "database.init",
+            "database.migrate",
+            "config.loaded",
+            "daemon.start",
+            "control.refused",
+            "config.rejected",
+            "config.loaded",
+            "daemon.stop",
+        ],
+        "the audit rows"
+    );
+
+    let mut entries = BTreeMap::new();
+    for (pid, expected) in [(cli_pid, 2), (daemon_pid, rows.len() - 2)] {
+        let pid = pid.to_string();
+        let found = journal.wait_for(
+            &[("_PID", &pid), ("DATAPUNK_AUDIT", "1")],
+            expected,
+            Duration::from_secs(10),
+        );
+        assert_eq!(found.len(), expected, "journal entries of pid {pid}: {found:#?}");
+        for entry in found {
+            let id: i64 = field(&entry, "DATAPUNK_AUDIT_ID")
+                .expect("an audit id")
+                .parse()
+                .expect("numeric id");
+            assert!(entries.insert(id, entry).is_none(), "two journal entries for row {id}");
+        }
+    }
+    for (id, action, component, outcome, integration) in &rows {
+        let entry =
+            entries.get(id).unwrap_or_else(|| panic!("no journal entry for row {id} ({action})"));
+        assert_eq!(field(entry, "SYSLOG_IDENTIFIER"), Some("datapunkd"));
+        assert_eq!(field(entry, "DATAPUNK_ACTION"), Some(action.as_str()));
+        assert_eq!(field(entry, "DATAPUNK_OUTCOME"), Some(outcome.as_str()));
+        assert_eq!(field(entry, "DATAPUNK_COMPONENT"), Some(component.as_str()));
+        assert_eq!(field(entry, "DATAPUNK_INTEGRATION"), integration.as_deref());
+        let message = field(entry, "MESSAGE").unwrap_or_default();
+        assert!(!message.is_empty(), "row {id} has no readable MESSAGE");
+    }
+    assert_eq!(rows[4].3, "denied", "the refusal is recorded as denied");
+}
+
+#[test]
+fn a_configuration_refused_at_start_reaches_journald() {
+    let journal = journal();
+    let setup = Setup::external();
+    setup.write_config("[database]\nmystery = 1\n");
+    let daemon = setup.spawn_daemon(None, &[]);
+    let pid = daemon.pid().to_string();
+    let (status, _, _) = daemon.wait(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(78));
+    let entries = journal.wait_for(
+        &[("_PID", &pid), ("DATAPUNK_ACTION", "config.rejected")],
+        1,
+        Duration::from_secs(10),
+    );
+    assert_eq!(entries.len(), 1);
+    assert_eq!(field(&entries[0], "DATAPUNK_AUDIT"), Some("1"));
+    assert_eq!(field(&entries[0], "DATAPUNK_OUTCOME"), Some("failure"));
+}
+
+async fn wait_for_count(setup: &Setup, action: &str, count: usize) {
+    for _ in 0..200 {
+        if rows(setup).await.iter().filter(|r| r.1 == action).count() >= count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no {count} rows of {action} within 10 s");
+}
+
+async fn wait_for_action(setup: &Setup, action: &str) {
+    wait_for_count(setup, action, 1).await;
+}
+
+#[tokio::test]
+async fn verify_passes_on_an_untouched_chain_and_names_the_row_an_administrator_edited() {
+    let setup = Setup::external();
+    assert!(setup.init().status.success());
+    let daemon = setup.spawn_daemon(None, &[]);
+    wait_for_action(&setup, "daemon.start").await;
+    daemon.stop();
+
+    let verified = setup.cli_ok(&["audit", "verify"]);
+    assert!(verified.contains("intact"), "{verified}");
+    let listed = setup.cli_ok(&["audit", "--action", "daemon.start"]);
+    assert!(listed.contains("daemon.start") && !listed.contains("daemon.stop"), "{listed}");
+    let json = setup.cli_ok(&["audit", "--json", "--since", "1h"]);
+    assert_eq!(json.lines().count(), rows(&setup).await.len(), "{json}");
+
+    let admin = setup.admin().await;
+    admin
+        .batch_execute(
+            "ALTER TABLE datapunk.audit DISABLE TRIGGER USER; \
+             UPDATE datapunk.audit SET details = '{\"edited\": true}' WHERE id = 2; \
+             ALTER TABLE datapunk.audit ENABLE TRIGGER USER;",
+        )
+        .await
+        .expect("a superuser can edit with triggers disabled");
+    let output = setup.cli(&["audit", "verify"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("#2"), "verify must name row 2: {stdout}");
+}
+
+#[tokio::test]
+async fn a_chain_cut_short_by_an_administrator_is_caught_by_the_anchor_file() {
+    let setup = Setup::external();
+    assert!(setup.init().status.success());
+    let daemon = setup.spawn_daemon(None, &[]);
+    wait_for_action(&setup, "daemon.start").await;
+    daemon.stop();
+    setup.cli_ok(&["audit", "verify"]);
+
+    // Removing the newest row leaves a chain that is internally consistent.
+    let admin = setup.admin().await;
+    admin
+        .batch_execute(
+            "ALTER TABLE datapunk.audit DISABLE TRIGGER USER; \
+             DELETE FROM datapunk.audit WHERE id = (SELECT max(id) FROM datapunk.audit); \
+             ALTER TABLE datapunk.audit ENABLE TRIGGER USER;",
+        )
+        .await
+        .expect("a superuser can delete with triggers disabled");
+    let output = setup.cli(&["audit", "verify"]);
+    assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stdout));
+}

@@ -1,0 +1,72 @@
+//! A bad configuration file stops the CLI and the daemon with exit status 78 and a message
+//! pointing at the file, line and column, without echoing the value.
+
+use std::time::Duration;
+
+use datapunk_tests::Setup;
+
+const SECRET: &str = "ya29.a0AfH6SMBx-not-a-real-token";
+
+fn assert_rejected(output_code: Option<i32>, stderr: &str, location: &str) {
+    assert_eq!(output_code, Some(78), "{stderr}");
+    assert!(stderr.contains(location), "expected {location} in: {stderr}");
+    assert!(!stderr.contains(SECRET), "the value leaked: {stderr}");
+    assert!(!stderr.contains("ya29"), "part of the value leaked: {stderr}");
+}
+
+fn check_both(setup: &Setup, location: &str) {
+    let output = setup.cli(&["config", "check"]);
+    assert_rejected(output.status.code(), &String::from_utf8_lossy(&output.stderr), location);
+    assert!(!String::from_utf8_lossy(&output.stdout).contains(SECRET));
+
+    let daemon = setup.spawn_daemon(None, &[]);
+    let (status, _, stderr) = daemon.wait(Duration::from_secs(10));
+    assert_rejected(status.code(), &stderr, location);
+}
+
+#[test]
+fn an_unknown_key_is_rejected_with_its_location() {
+    let setup = Setup::external();
+    let path = setup.config.display().to_string();
+    setup.write_config(&format!("[database]\nmode = \"managed\"\n  token = \"{SECRET}\"\n"));
+    check_both(&setup, &format!("{path}:3:3"));
+    let stderr = String::from_utf8_lossy(&setup.cli(&["config", "check"]).stderr).into_owned();
+    assert!(stderr.contains("database.token"), "{stderr}");
+}
+
+#[test]
+fn a_wrong_type_is_rejected_with_its_location() {
+    let setup = Setup::external();
+    let path = setup.config.display().to_string();
+    setup.write_config(&format!("[database]\npool_size = \"{SECRET}\"\n"));
+    check_both(&setup, &format!("{path}:2:13"));
+}
+
+#[test]
+fn a_missing_file_is_rejected() {
+    let setup = Setup::external();
+    let missing = setup.path().join("config/missing.toml");
+    let output = setup
+        .command("datapunk")
+        .arg("--config")
+        .arg(&missing)
+        .args(["config", "check"])
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("missing.toml"), "{stderr}");
+
+    let output = setup.command("datapunkd").arg("--config").arg(&missing).output().expect("run");
+    assert_eq!(output.status.code(), Some(78));
+}
+
+#[test]
+fn the_example_is_valid_and_check_accepts_it() {
+    let setup = Setup::external();
+    let example = setup.cli_ok(&["config", "example"]);
+    assert!(example.contains("mode = \"managed\""));
+    setup.write_config(&example);
+    let checked = setup.cli_ok(&["config", "check"]);
+    assert!(checked.contains("valid"), "{checked}");
+}

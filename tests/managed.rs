@@ -1,0 +1,49 @@
+//! Managed mode: the daemon creates, starts and stops its own cluster, and everything it
+//! creates is private.
+
+use std::time::Duration;
+
+use datapunk_testkit::NotifySocket;
+use datapunk_tests::{Setup, loose_modes};
+
+#[test]
+fn a_managed_daemon_runs_its_own_cluster_keeps_its_files_private_and_stops_it() {
+    let setup = Setup::managed();
+    let notify = NotifySocket::new();
+    let daemon = setup.spawn_daemon_with_umask("022", &notify);
+    notify.wait_for_line("READY=1", Duration::from_secs(90));
+
+    let status: serde_json::Value =
+        serde_json::from_str(&setup.cli_ok(&["status", "--json"])).expect("status is JSON");
+    assert_eq!(status["state"], "running");
+    assert_eq!(status["database"]["mode"], "managed");
+    assert_eq!(status["database"]["reachable"], true);
+    let text = setup.cli_ok(&["status"]);
+    assert!(text.contains("datapunkd running"), "{text}");
+
+    let trail = setup.cli_ok(&["audit"]);
+    for action in ["database.init", "database.migrate", "config.loaded", "daemon.start"] {
+        assert_eq!(trail.matches(action).count(), 1, "{action} once in:\n{trail}");
+    }
+
+    let postmaster = setup.data_dir().join("postmaster.pid");
+    assert!(postmaster.exists(), "the cluster runs while the daemon does");
+    for dir in [setup.runtime_dir(), setup.state_dir(), setup.data_dir()] {
+        let loose = loose_modes(&dir);
+        assert!(
+            loose.is_empty(),
+            "files not 0600 / directories not 0700 under {}: {loose:?}",
+            dir.display()
+        );
+    }
+
+    let took = daemon.stop();
+    assert!(took < Duration::from_secs(5), "stopping took {took:?}");
+    assert!(!postmaster.exists(), "the daemon stops the cluster it started");
+    assert!(!setup.control_socket().exists(), "the control socket is removed");
+
+    // The CLI starts the stopped cluster for as long as it needs it.
+    let verified = setup.cli_ok(&["audit", "verify"]);
+    assert!(verified.contains("intact") && verified.contains("matches"), "{verified}");
+    assert!(!postmaster.exists(), "the CLI stops the cluster it started");
+}
