@@ -167,3 +167,27 @@ async fn init_is_idempotent_and_roles_prints_the_effective_privileges() {
     }
     assert!(table.contains("audit"), "the audit table is missing from:\n{table}");
 }
+
+#[test]
+fn db_shell_opens_psql_as_the_reader_by_default_and_as_the_role_asked_for() {
+    let setup = Setup::external();
+    init(&setup);
+    let who = |extra: &[&str]| {
+        let mut args = vec!["db", "shell"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--", "-At", "-c", "SELECT current_user"]);
+        setup.cli_ok(&args).trim().to_owned()
+    };
+    assert_eq!(who(&[]), "datapunk_reader");
+    assert_eq!(who(&["--role", "app"]), "datapunk_app");
+    assert_eq!(who(&["--role", "backup"]), "datapunk_backup");
+
+    let refused = setup.cli(&[
+        "db",
+        "shell",
+        "--",
+        "-c",
+        "INSERT INTO datapunk.schema_migrations VALUES (99)",
+    ]);
+    assert!(!refused.status.success(), "the reader shell must not write");
+}
