@@ -42,6 +42,26 @@ impl Setup {
         Self::with_database(db_name, &database, false)
     }
 
+    /// A setup in external mode on a database `db_name` that `conninfo` reaches, with more
+    /// `[database]` keys in `extra`.
+    pub fn external_with(db_name: &str, conninfo: &str, extra: &str) -> Self {
+        let database = format!(
+            "[database]\nmode = \"external\"\nname = \"{db_name}\"\nconninfo = \"{conninfo}\"\n{extra}"
+        );
+        Self::with_database(db_name.to_owned(), &database, false)
+    }
+
+    /// Writes `content` to the file `name` in the setup's directory, 0600 and owned by the
+    /// test account, and returns its path.
+    pub fn write_file(&self, name: &str, content: &[u8]) -> PathBuf {
+        let path = self.dir.join(name);
+        fs::write(&path, content)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod the file");
+        account().chown(&path);
+        path
+    }
+
     /// A setup whose daemon runs its own cluster under the setup's data directory.
     pub fn managed() -> Self {
         Self::with_database("datapunk".to_owned(), "[database]\nmode = \"managed\"\n", true)

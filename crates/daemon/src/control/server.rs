@@ -5,6 +5,7 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use datapunk_store::audit::Outcome;
 use serde_json::json;
@@ -16,6 +17,12 @@ use tokio::task::JoinSet;
 use super::proto::{MAX_LINE, Request, Response};
 use crate::audit::event;
 use crate::service::Shared;
+
+/// How long a client has to send its request line: an idle connection must not hold a task.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections served at once; more are closed at once. The CLI needs one.
+const MAX_CONNECTIONS: usize = 32;
 
 /// Why the control socket could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -59,8 +66,12 @@ pub(crate) async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
+                Ok((stream, _)) if connections.len() < MAX_CONNECTIONS => {
                     connections.spawn(connection(stream, Arc::clone(&shared)));
+                }
+                Ok((stream, _)) => {
+                    tracing::warn!(open = connections.len(), "too many control connections; closing one");
+                    drop(stream);
                 }
                 Err(error) => tracing::warn!(%error, "control socket accept failed"),
             },
@@ -87,7 +98,12 @@ async fn connection(stream: UnixStream, shared: Arc<Shared>) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read.take(MAX_LINE as u64 + 1));
     let mut line = String::new();
-    let response = match lines.read_line(&mut line).await {
+    let read = tokio::time::timeout(REQUEST_TIMEOUT, lines.read_line(&mut line)).await;
+    let Ok(read) = read else {
+        tracing::debug!("control client sent no request in time; closing");
+        return;
+    };
+    let response = match read {
         Ok(0) => return,
         Ok(n) if n > MAX_LINE || !line.ends_with('\n') => Response::Error {
             message: format!("request too long or unterminated (max {MAX_LINE} bytes)"),
