@@ -25,8 +25,15 @@ impl Migration {
 }
 
 /// Every migration, in order; versions are 1, 2, 3, ... without gaps.
-pub(crate) const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "audit", sql: include_str!("../migrations/0001_audit.sql") }];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "audit", sql: include_str!("../migrations/0001_audit.sql") },
+    Migration {
+        version: 2,
+        name: "audit_lock",
+        sql: include_str!("../migrations/0002_audit_lock.sql"),
+    },
+    Migration { version: 3, name: "vault", sql: include_str!("../migrations/0003_vault.sql") },
+];
 
 /// The newest schema version this build knows.
 pub(crate) fn latest() -> u32 {

@@ -15,11 +15,18 @@
 //! Locking is shared state: a test that locks the collection should use a bus of its own,
 //! [`SessionBus::start`], so that tests running alongside it still see an unlocked keyring.
 //!
+//! A session bus accepts only connections from the user it runs as. When the tests run as root,
+//! the bus is started from a configuration of its own (`bus.conf`) that also accepts root, so
+//! that a D-Bus client inside the test process, such as Datapunk's vault, can talk to the
+//! keyring directly; tools that should act as the user still run as [`account()`] through
+//! [`SessionBus::command`].
+//!
 //! Layout of the bus's directory (all of it the account's, mode 0700):
 //!
 //! ```text
 //! /tmp/dpk-XXXXXX/
 //!     bus                   the bus socket
+//!     bus.conf              the bus's configuration, when running as root
 //!     home/                 HOME
 //!     data/                 XDG_DATA_HOME; the keyring file is data/keyrings/login.keyring
 //!     config/               XDG_CONFIG_HOME
@@ -34,7 +41,7 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use crate::account::account;
+use crate::account::{account, is_root};
 use crate::dirs::tempdir;
 use crate::process;
 use crate::reaper::Reaper;
@@ -47,6 +54,26 @@ const SECRETS: &str = "org.freedesktop.secrets";
 
 /// Object path of the collection that `gnome-keyring-daemon --unlock` creates.
 pub const LOGIN_COLLECTION: &str = "/org/freedesktop/secrets/collection/login";
+
+/// The bus configuration used when the tests run as root: the standard session bus
+/// (`session.conf`, see dbus-daemon(1)) without its includes, plus a rule that lets root
+/// connect. Without `<allow user>` rules a bus admits only the user it runs as.
+const ROOT_BUS_CONFIG: &str = r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <keep_umask/>
+  <listen>unix:tmpdir=/tmp</listen>
+  <auth>EXTERNAL</auth>
+  <standard_session_servicedirs/>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+    <allow user="root"/>
+  </policy>
+</busconfig>
+"#;
 
 /// Stops the bus and keyring daemons and removes the directory `$1`.
 ///
@@ -193,7 +220,16 @@ impl SessionBus {
 
         let socket = dir.join("bus");
         let mut cmd = account().command("dbus-daemon");
-        cmd.args(["--session", "--nofork", "--print-address"])
+        if is_root() {
+            let config = dir.join("bus.conf");
+            fs::write(&config, ROOT_BUS_CONFIG)
+                .map_err(|err| format!("cannot write {}: {err}", config.display()))?;
+            account().chown(&config);
+            cmd.arg(format!("--config-file={}", config.display()));
+        } else {
+            cmd.arg("--session");
+        }
+        cmd.args(["--nofork", "--print-address"])
             .arg(format!("--address=unix:path={}", socket.display()))
             .stdout(Stdio::piped())
             .stderr(log_file(&dir.join("bus.log"))?)
