@@ -201,3 +201,44 @@ async fn a_chain_cut_short_by_an_administrator_is_caught_by_the_anchor_file() {
     let output = setup.cli(&["audit", "verify"]);
     assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stdout));
 }
+
+/// Rewrites row 2 and recomputes every hash after it, as a superuser could.
+const REBUILD: &str = "
+    ALTER TABLE datapunk.audit DISABLE TRIGGER USER;
+    UPDATE datapunk.audit SET details = '{\"rewritten\": true}' WHERE id = 2;
+    DO $$
+    DECLARE
+        r record;
+        prev bytea := decode(repeat('00', 32), 'hex');
+        h bytea;
+    BEGIN
+        FOR r IN SELECT * FROM datapunk.audit ORDER BY id LOOP
+            h := sha256(datapunk.audit_canonical(r.id, r.at_us, r.actor_uid, r.actor_component,
+                r.action, r.integration, r.dataset, r.outcome, r.details, prev));
+            UPDATE datapunk.audit SET prev_hash = prev, hash = h WHERE id = r.id;
+            prev := h;
+        END LOOP;
+    END $$;
+    ALTER TABLE datapunk.audit ENABLE TRIGGER USER;";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_daemon_refuses_to_append_past_a_rebuilt_chain() {
+    let setup = Setup::external();
+    assert!(setup.init().status.success());
+    let notify = NotifySocket::new();
+    let daemon = setup.spawn_daemon(Some(&notify), &[]);
+    notify.wait_for_line("READY=1", Duration::from_secs(30));
+
+    setup.admin().await.batch_execute(REBUILD).await.expect("a superuser rebuilds the chain");
+    let output = setup.cli(&["audit", "verify"]);
+    assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stdout));
+
+    // The reload would append `config.loaded` and move the anchor past the evidence.
+    let before = rows(&setup).await.len();
+    daemon.signal(Signal::HUP);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(rows(&setup).await.len(), before, "the daemon appended to a rebuilt chain");
+    let output = setup.cli(&["audit", "verify"]);
+    assert_eq!(output.status.code(), Some(1), "the evidence must survive the reload");
+    daemon.stop();
+}

@@ -105,6 +105,7 @@ async fn the_daemon_reaches_an_external_server_over_verified_tls_with_a_password
     std::fs::write(
         &hba,
         "local all all trust\n\
+         hostssl all datapunk_reader 127.0.0.1/32 trust\n\
          hostssl all all 127.0.0.1/32 scram-sha-256\n\
          host all all 127.0.0.1/32 reject\n",
     )
@@ -180,12 +181,19 @@ async fn the_daemon_reaches_an_external_server_over_verified_tls_with_a_password
     );
     daemon.stop();
 
+    // `db shell` is as strict as the daemon: verified TLS, not libpq's downgradable default.
+    let ssl = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    let shell = setup.cli_ok(&["db", "shell", "--", "-At", "-c", ssl]);
+    assert_eq!(shell.trim(), "t", "db shell over TLS: {shell}");
+
     // Another CA: the server is not trusted, and the daemon says so.
     setup.write_config(&config(&other_ca, true));
     let (status, _, stderr) = setup.spawn_daemon(None, &[]).wait(Duration::from_secs(30));
     assert!(!status.success(), "a server signed by an unknown CA was accepted");
     assert!(stderr.to_lowercase().contains("tls") || stderr.contains("certificate"), "{stderr}");
     assert!(!stderr.contains(PASSWORD), "the password leaked: {stderr}");
+    let shell = setup.cli(&["db", "shell", "--", "-At", "-c", ssl]);
+    assert!(!shell.status.success(), "db shell trusted a server signed by an unknown CA");
 
     // No TLS: the server only accepts TLS from TCP clients.
     setup.write_config(

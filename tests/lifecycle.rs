@@ -83,3 +83,45 @@ fn an_external_database_without_the_schema_is_refused_with_a_hint() {
     assert!(!status.success());
     assert!(stderr.contains(&setup.db_name) || stderr.contains("database"), "{stderr}");
 }
+
+#[test]
+fn at_debug_level_the_database_driver_does_not_log_bind_parameters() {
+    let journal = datapunk_testkit::journal();
+    let setup = Setup::external();
+    assert!(setup.init().status.success());
+    let config = std::fs::read_to_string(&setup.config).expect("read config");
+    setup.write_config(&format!("[log]\nlevel = \"debug\"\n\n{config}"));
+    let notify = NotifySocket::new();
+    let daemon = setup.spawn_daemon(Some(&notify), &[]);
+    let pid = daemon.pid().to_string();
+    notify.wait_for_line("READY=1", Duration::from_secs(30));
+    daemon.stop();
+
+    let entries = journal.wait_for(&[("_PID", &pid)], 1, Duration::from_secs(10));
+    let messages: Vec<&str> =
+        entries.iter().filter_map(|e| e.get("MESSAGE").and_then(|m| m.as_str())).collect();
+    assert!(messages.iter().any(|m| m.contains("ready")), "the daemon logged: {messages:?}");
+    let leaked: Vec<&&str> = messages.iter().filter(|m| m.contains("parameters")).collect();
+    assert!(leaked.is_empty(), "bind parameters reached the journal: {leaked:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transaction_holding_the_audit_lock_does_not_hold_up_shutdown() {
+    let setup = Setup::external();
+    assert!(setup.init().status.success());
+    let notify = NotifySocket::new();
+    let daemon = setup.spawn_daemon(Some(&notify), &[]);
+    notify.wait_for_line("READY=1", Duration::from_secs(30));
+
+    // An app-role session appends and keeps its transaction open, holding the audit lock.
+    let app = setup.connect_as("datapunk_app").await.expect("app logs in");
+    app.batch_execute(
+        "BEGIN; SELECT datapunk.audit_append(1, 'test', 'test.hold', NULL, NULL, 'success', '{}')",
+    )
+    .await
+    .expect("append inside an open transaction");
+
+    let took = daemon.stop();
+    assert!(took < Duration::from_secs(5), "shutdown waited on the lock for {took:?}");
+    app.batch_execute("ROLLBACK").await.expect("rollback");
+}

@@ -47,3 +47,31 @@ fn a_managed_daemon_runs_its_own_cluster_keeps_its_files_private_and_stops_it() 
     assert!(verified.contains("intact") && verified.contains("matches"), "{verified}");
     assert!(!postmaster.exists(), "the CLI stops the cluster it started");
 }
+
+#[test]
+fn a_cluster_left_running_by_a_killed_daemon_is_stopped_by_the_next_one() {
+    let setup = Setup::managed();
+    let notify = NotifySocket::new();
+    let daemon = setup.spawn_daemon(Some(&notify), &[]);
+    notify.wait_for_line("READY=1", Duration::from_secs(90));
+    daemon.signal(rustix::process::Signal::KILL);
+    let _ = daemon.wait(Duration::from_secs(5));
+    let postmaster = setup.data_dir().join("postmaster.pid");
+    assert!(postmaster.exists(), "a killed daemon leaves its cluster running");
+
+    let notify = NotifySocket::new();
+    let daemon = setup.spawn_daemon(Some(&notify), &[]);
+    notify.wait_for_line("READY=1", Duration::from_secs(60));
+    daemon.stop();
+    assert!(!postmaster.exists(), "the next daemon adopts the cluster and stops it");
+}
+
+#[test]
+fn sigterm_while_the_cluster_is_being_created_still_ends_cleanly() {
+    let setup = Setup::managed();
+    let daemon = setup.spawn_daemon(None, &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    let took = daemon.stop();
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(!setup.data_dir().join("postmaster.pid").exists(), "the cluster was left running");
+}

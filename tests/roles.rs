@@ -72,6 +72,7 @@ async fn the_reader_and_backup_roles_only_read() {
             "INSERT INTO datapunk.audit (at_us, actor_uid, actor_component, action, outcome, prev_hash, hash) \
              VALUES (0, 0, 'x', 'forged', 'success', '\\x00', '\\x01')",
             "SELECT datapunk.audit_append(1, 'x', 'x', NULL, NULL, 'success', '{}')",
+            "SELECT lo_creat(-1)",
             "CREATE TABLE public.evil (x int)",
             "CREATE TABLE datapunk.evil (x int)",
         ] {

@@ -88,7 +88,10 @@ pub(crate) fn sanitize(message: &str) -> String {
     }
     if let Some(rest) = message.strip_prefix("unknown field ") {
         let (field, expected) = split_expected(rest);
-        return format!("unknown key {field}; allowed keys here: {expected}");
+        if plausible_key(field.trim_matches('`')) {
+            return format!("unknown key {field}; allowed keys here: {expected}");
+        }
+        return format!("unknown key (name not shown); allowed keys here: {expected}");
     }
     if message.starts_with("missing field ") || message.starts_with("duplicate ") {
         return message.to_owned();
@@ -96,6 +99,15 @@ pub(crate) fn sanitize(message: &str) -> String {
     // Errors of our own validation are worded by us and carry no values. Anything else from the
     // parser is reduced to its first clause, which never quotes the input.
     message.split(['\n']).next().unwrap_or("invalid configuration").to_owned()
+}
+
+/// Whether a key name from the file may be repeated in messages. Real keys are short
+/// lowercase words; anything else (a pasted token used as a key) is not shown.
+pub(crate) fn plausible_key(name: &str) -> bool {
+    (1..=40).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
 }
 
 fn split_expected(text: &str) -> (&str, &str) {
@@ -131,6 +143,14 @@ mod tests {
     fn unknown_variant_message_drops_the_found_value() {
         let got = sanitize("unknown variant `s3cret`, expected `managed` or `external`");
         assert_eq!(got, "unknown value: expected `managed` or `external`");
+    }
+
+    #[test]
+    fn an_unknown_key_that_looks_like_a_token_is_not_named() {
+        let got = sanitize("unknown field `ghp_SECRETTOKEN123`, expected `mode` or `name`");
+        assert!(!got.contains("SECRET"), "{got}");
+        let got = sanitize("unknown field `passwd`, expected `mode` or `name`");
+        assert!(got.contains("`passwd`"), "{got}");
     }
 
     #[test]

@@ -128,8 +128,12 @@ fn deserialize(src: &Source<'_>) -> Result<RawConfig, ConfigError> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         // `Spanned` adds a private segment of its own to the path; it is not a key.
         let key = e.path().to_string();
-        let key: Vec<&str> =
-            key.split('.').filter(|s| !s.is_empty() && !s.starts_with("$__")).collect();
+        // A name that does not look like a key (a pasted token, say) is not repeated.
+        let key: Vec<&str> = key
+            .split('.')
+            .filter(|s| !s.is_empty() && !s.starts_with("$__"))
+            .map(|s| if crate::error::plausible_key(s) { s } else { "<unshown>" })
+            .collect();
         let key = key.join(".");
         let key = (!key.is_empty()).then_some(key);
         let inner = e.into_inner();

@@ -151,3 +151,12 @@ fn the_environment_variable_beats_the_default_location_and_the_flag_beats_both()
     let flag = Path::new("/from/flag.toml");
     assert_eq!(locate(Some(flag), &env).expect("flag").path, PathBuf::from("/from/flag.toml"));
 }
+
+#[test]
+fn an_unknown_key_that_looks_like_a_token_is_not_repeated() {
+    let (location, key, problem) = invalid("[database]\n\"ghp_S3cretT0ken\" = 1\n");
+    assert_eq!(location.line, 2);
+    let shown = format!("{key:?} {problem}");
+    assert!(!shown.contains("S3cret"), "{shown}");
+    assert!(shown.contains("database"), "the table is still named: {shown}");
+}

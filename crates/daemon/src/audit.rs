@@ -36,7 +36,9 @@ pub const SYSLOG_IDENTIFIER: &str = "datapunkd";
 pub struct Auditor {
     uid: u32,
     anchor: HeadAnchor,
-    anchor_checked: AtomicBool,
+    /// Set once this auditor has written the anchor: from then on a missing file means
+    /// someone removed it.
+    anchored: AtomicBool,
     journal: Option<Dispatch>,
 }
 
@@ -68,32 +70,27 @@ impl Auditor {
     pub fn new(uid: u32, anchor: PathBuf) -> Self {
         let journal = logging::journald_layer(SYSLOG_IDENTIFIER)
             .map(|layer| Dispatch::new(tracing_subscriber::registry().with(layer)));
-        Self {
-            uid,
-            anchor: HeadAnchor::new(anchor),
-            anchor_checked: AtomicBool::new(false),
-            journal,
-        }
+        Self { uid, anchor: HeadAnchor::new(anchor), anchored: AtomicBool::new(false), journal }
     }
 
-    /// Compares the chain's head in the database with the anchor file. An auditor does this
-    /// once, before its first append: afterwards the anchor moves with the chain and could no
-    /// longer reveal a rebuilt one.
+    /// Compares the anchor file with the database: the row it names must still be there with
+    /// the same hash. An auditor does this before every append, because an append moves the
+    /// anchor forward and would otherwise bury a chain rebuilt since the last one. It is one
+    /// indexed lookup.
     ///
     /// # Errors
     ///
-    /// [`AuditError::AnchorBroken`] when rows the anchor knows of are gone or differ.
+    /// [`AuditError::AnchorBroken`] when rows the anchor knows of are gone or differ, or when
+    /// the file this auditor wrote has disappeared.
     pub async fn check_anchor(&self, client: &Client) -> Result<(), AuditError> {
-        if self.anchor_checked.load(Ordering::Acquire) {
-            return Ok(());
-        }
         match self.anchor.check(client).await.map_err(AuditError::Append)? {
-            AnchorCheck::Matches { .. } | AnchorCheck::Missing => {
-                self.anchor_checked.store(true, Ordering::Release);
-                Ok(())
-            }
+            AnchorCheck::Matches { .. } => Ok(()),
+            AnchorCheck::Missing if !self.anchored.load(Ordering::Acquire) => Ok(()),
             check => {
-                Err(AuditError::AnchorBroken { path: self.anchor.path().to_path_buf(), check })
+                let path = self.anchor.path().to_path_buf();
+                tracing::error!(path = %path.display(), check = ?check,
+                    "the audit chain no longer matches its anchor; refusing to append");
+                Err(AuditError::AnchorBroken { path, check })
             }
         }
     }
@@ -108,8 +105,8 @@ impl Auditor {
     ///
     /// # Errors
     ///
-    /// When the row cannot be appended; then nothing is written to journald either, so that
-    /// the two never disagree. A failure to update the anchor file is logged, not returned:
+    /// When the anchor check fails or the row cannot be appended; then nothing is written to
+    /// journald either, so that the two never disagree. A failure to update the anchor file is logged, not returned:
     /// the row is in the chain and `datapunk audit verify` will report the stale anchor.
     pub async fn record(
         &self,
@@ -120,9 +117,10 @@ impl Auditor {
         self.check_anchor(client).await?;
         let appended = audit::append(client, self.uid, event).await.map_err(AuditError::Append)?;
 
-        if let Err(error) = self.anchor.record(&appended) {
-            tracing::error!(%error, path = %self.anchor.path().display(),
-                "could not update the audit anchor file");
+        match self.anchor.record(&appended) {
+            Ok(_) => self.anchored.store(true, Ordering::Release),
+            Err(error) => tracing::error!(%error, path = %self.anchor.path().display(),
+                "could not update the audit anchor file"),
         }
         self.mirror(event, Some(appended.id), message);
         Ok(appended)

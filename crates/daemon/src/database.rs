@@ -6,7 +6,9 @@
 //! as `datapunk_app` and refuses to start until an administrator has run `datapunk db init`
 //! and the schema is current.
 
-use std::path::PathBuf;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use datapunk_config::{Config, DatabaseMode};
 use datapunk_store::audit::{Event, Outcome};
@@ -20,16 +22,114 @@ use crate::process;
 /// An open database, and the managed cluster behind it when there is one.
 pub struct Database {
     store: Store,
-    cluster: Option<ClusterGuard>,
+    cluster: tokio::sync::Mutex<Option<ClusterSession>>,
     mode: &'static str,
     name: String,
     init_report: Option<admin::InitReport>,
 }
 
-/// A managed cluster and whether this process started it (and so must stop it).
-struct ClusterGuard {
+/// A managed cluster in use by this process.
+///
+/// Whoever holds `runtime_dir/cluster.lock` manages the cluster's life: the daemon for as long
+/// as it runs, or a `datapunk` command while no daemon does. The holder starts the cluster if
+/// needed and stops it when done (the daemon always; a command only if it started it). A
+/// process that finds the lock taken uses the cluster as it is and never starts or stops it,
+/// so a command can no longer stop the cluster under a running daemon, and a cluster left
+/// running by a daemon that crashed is stopped by the next one.
+pub struct ClusterSession {
     cluster: Cluster,
-    started_here: bool,
+    /// The held lock, when this process manages the cluster.
+    lock: Option<File>,
+    stop_on_close: bool,
+}
+
+/// How long the daemon waits for a `datapunk` command to release the cluster.
+const DAEMON_LOCK_WAIT: Duration = Duration::from_secs(30);
+
+impl ClusterSession {
+    /// The daemon's session: waits for the lock, creates the cluster if it does not exist,
+    /// starts it (or adopts one left running) and will stop it on close.
+    ///
+    /// # Errors
+    ///
+    /// When another process keeps the lock, or `initdb` or `pg_ctl` fail.
+    pub async fn for_daemon(config: &Config, cluster: Cluster) -> Result<Self, DatabaseError> {
+        let path = lock_path(config);
+        let lock = acquire(&path, DAEMON_LOCK_WAIT)
+            .await?
+            .ok_or(DatabaseError::ClusterBusy { path: path.clone() })?;
+        if cluster.initialize().await? {
+            tracing::info!(data_dir = %cluster.data_dir().display(), "created the managed cluster");
+        }
+        cluster.start().await?;
+        Ok(Self { cluster, lock: Some(lock), stop_on_close: true })
+    }
+
+    /// A command's session: manages the cluster if nobody else does (creating it only when
+    /// `initialize` is set), else uses it as the daemon left it.
+    ///
+    /// # Errors
+    ///
+    /// When the cluster is managed by another process but is not running, or `initdb` or
+    /// `pg_ctl` fail.
+    pub async fn for_command(
+        config: &Config,
+        cluster: Cluster,
+        initialize: bool,
+    ) -> Result<Self, DatabaseError> {
+        let path = lock_path(config);
+        match acquire(&path, Duration::ZERO).await? {
+            Some(lock) => {
+                if initialize {
+                    cluster.initialize().await?;
+                }
+                let started = cluster.start().await?;
+                Ok(Self { cluster, lock: Some(lock), stop_on_close: started })
+            }
+            None if cluster.is_running().await? => {
+                Ok(Self { cluster, lock: None, stop_on_close: false })
+            }
+            None => Err(DatabaseError::ClusterBusy { path }),
+        }
+    }
+
+    /// The cluster.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// Stops the cluster if this session manages it and should, then releases the lock.
+    pub async fn close(self) {
+        if self.stop_on_close
+            && let Err(error) = self.cluster.stop().await
+        {
+            tracing::error!(%error, "could not stop the managed cluster");
+        }
+        drop(self.lock);
+    }
+}
+
+fn lock_path(config: &Config) -> PathBuf {
+    config.daemon.runtime_dir.join("cluster.lock")
+}
+
+/// Takes the exclusive lock at `path`, waiting up to `wait`; `None` when another process keeps
+/// it that long.
+async fn acquire(path: &Path, wait: Duration) -> Result<Option<File>, DatabaseError> {
+    let io_error = |source| DatabaseError::Directory { path: path.to_path_buf(), source };
+    let file =
+        OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(io_error)?;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(Some(file)),
+            Err(TryLockError::WouldBlock) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(TryLockError::WouldBlock) => return Ok(None),
+            Err(TryLockError::Error(source)) => return Err(io_error(source)),
+        }
+    }
 }
 
 /// Why the database could not be opened.
@@ -51,6 +151,17 @@ pub enum DatabaseError {
     /// PostgreSQL failed.
     #[error(transparent)]
     Store(#[from] datapunk_store::Error),
+    /// Another process manages the managed cluster and it is not running, or the daemon
+    /// could not get the cluster from a running command in time.
+    #[error(
+        "the managed cluster is in use by another datapunkd or datapunk command (lock {}); \
+         try again in a moment",
+        path.display()
+    )]
+    ClusterBusy {
+        /// The lock file.
+        path: PathBuf,
+    },
     /// The schema is older than this program.
     #[error(
         "the database schema is at version {current} but this datapunkd needs {latest}: \
@@ -134,7 +245,10 @@ impl Database {
         auditor: &Auditor,
     ) -> Result<Self, DatabaseError> {
         match managed_cluster(config)? {
-            Some(cluster) => Self::open_managed(config, cluster, auditor, "daemon").await,
+            Some(cluster) => {
+                let session = ClusterSession::for_daemon(config, cluster).await?;
+                Self::open_managed(config, session, auditor, "daemon").await
+            }
             None => Self::open_external(config, Role::App).await,
         }
     }
@@ -149,19 +263,18 @@ impl Database {
     pub async fn open_as(config: &Config, role: Role) -> Result<Self, DatabaseError> {
         match managed_cluster(config)? {
             Some(cluster) => {
-                let started_here = cluster.start().await?;
-                let guard = ClusterGuard { cluster, started_here };
-                let options = connect_options(config, Some(&guard.cluster), role);
+                let session = ClusterSession::for_command(config, cluster, false).await?;
+                let options = connect_options(config, Some(session.cluster()), role);
                 let store = match Store::connect(&options).await {
                     Ok(store) => store,
                     Err(e) => {
-                        guard.stop().await;
+                        session.close().await;
                         return Err(e.into());
                     }
                 };
                 Ok(Self {
                     store,
-                    cluster: Some(guard),
+                    cluster: tokio::sync::Mutex::new(Some(session)),
                     mode: "managed",
                     name: config.database.name.clone(),
                     init_report: None,
@@ -171,29 +284,32 @@ impl Database {
         }
     }
 
-    /// Creates (when needed) and starts the managed cluster, then initialises and migrates
-    /// it, auditing each step that changed something. `component` names who did it.
+    /// Initialises and migrates the cluster of `session`, auditing each step that changed
+    /// something; `component` names who did it.
     ///
     /// # Errors
     ///
-    /// When `initdb`, `pg_ctl` or the initialisation fail.
+    /// When the initialisation fails; the session is closed then.
     pub async fn open_managed(
         config: &Config,
-        cluster: Cluster,
+        session: ClusterSession,
         auditor: &Auditor,
         component: &str,
     ) -> Result<Self, DatabaseError> {
-        let created = cluster.initialize().await?;
-        if created {
-            tracing::info!(data_dir = %cluster.data_dir().display(), "created the managed cluster");
-        }
-        let started_here = cluster.start().await?;
-        let guard = ClusterGuard { cluster, started_here };
-
+        let guard = session;
         let name = &config.database.name;
         let result = async {
-            let report = admin::init(&guard.cluster.admin_conninfo(name), name).await?;
-            let options = connect_options(config, Some(&guard.cluster), Role::App);
+            let report = admin::init(&guard.cluster().admin_conninfo(name), name).await?;
+            // The cluster is Datapunk's alone: its other databases are closed to the roles.
+            ConnectOptions::new(guard.cluster().admin_conninfo("postgres"))
+                .connect_once()
+                .await?
+                .batch_execute(
+                    "REVOKE CONNECT, TEMPORARY ON DATABASE postgres, template1 FROM PUBLIC",
+                )
+                .await
+                .map_err(datapunk_store::Error::from)?;
+            let options = connect_options(config, Some(guard.cluster()), Role::App);
             let store = Store::connect(&options).await?;
             record_init(&store, auditor, component, &report).await;
             Ok::<_, DatabaseError>((store, report))
@@ -203,13 +319,13 @@ impl Database {
         match result {
             Ok((store, report)) => Ok(Self {
                 store,
-                cluster: Some(guard),
+                cluster: tokio::sync::Mutex::new(Some(guard)),
                 mode: "managed",
                 name: name.clone(),
                 init_report: Some(report),
             }),
             Err(e) => {
-                guard.stop().await;
+                guard.close().await;
                 Err(e)
             }
         }
@@ -232,7 +348,7 @@ impl Database {
         }
         Ok(Self {
             store,
-            cluster: None,
+            cluster: tokio::sync::Mutex::new(None),
             mode: "external",
             name: config.database.name.clone(),
             init_report: None,
@@ -259,23 +375,13 @@ impl Database {
         &self.name
     }
 
-    /// Closes the pool and stops the managed cluster if this process started it.
-    pub async fn close(self) {
-        let Self { store, cluster, .. } = self;
-        drop(store);
-        if let Some(guard) = cluster {
-            guard.stop().await;
-        }
-    }
-}
-
-impl ClusterGuard {
-    async fn stop(self) {
-        if !self.started_here {
-            return;
-        }
-        if let Err(error) = self.cluster.stop().await {
-            tracing::error!(%error, "could not stop the managed cluster");
+    /// Closes the pool and ends the cluster session (stopping the cluster if this process
+    /// manages it).
+    /// Safe to call more than once; later calls do nothing.
+    pub async fn close(&self) {
+        self.store.close();
+        if let Some(session) = self.cluster.lock().await.take() {
+            session.close().await;
         }
     }
 }

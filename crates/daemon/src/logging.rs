@@ -34,6 +34,17 @@ pub enum Sink {
     Stderr,
 }
 
+/// Targets held at `info` whatever level is asked for: at debug, the PostgreSQL driver logs
+/// every statement's bind parameters, which will hold tokens and personal data.
+const CAPPED: &str = "tokio_postgres=info,deadpool_postgres=info,deadpool=info";
+
+/// The filter for `directive` with [`CAPPED`] appended, so that it wins over a broader
+/// directive such as `debug`.
+fn filter(directive: &str) -> EnvFilter {
+    EnvFilter::try_new(format!("{directive},{CAPPED}"))
+        .unwrap_or_else(|_| EnvFilter::new(format!("info,{CAPPED}")))
+}
+
 /// Changes the level after the configuration is read.
 pub struct LevelHandle(reload::Handle<EnvFilter, Registry>);
 
@@ -44,7 +55,7 @@ impl LevelHandle {
         if std::env::var_os("DATAPUNK_LOG").is_some() {
             return;
         }
-        if let Err(error) = self.0.reload(EnvFilter::new(level)) {
+        if let Err(error) = self.0.reload(filter(level)) {
             tracing::warn!(%error, "could not change the log level");
         }
     }
@@ -64,8 +75,7 @@ pub fn journald_layer(identifier: &str) -> Option<tracing_journald::Layer> {
 /// `$DATAPUNK_LOG` (an `EnvFilter` directive) overrides the initial `info`.
 pub fn init(identifier: &str, format: LogFormat) -> (Sink, LevelHandle) {
     let directive = std::env::var("DATAPUNK_LOG").unwrap_or_else(|_| "info".to_owned());
-    let filter = EnvFilter::try_new(&directive).unwrap_or_else(|_| EnvFilter::new("info"));
-    let (filter, handle) = reload::Layer::new(filter);
+    let (filter, handle) = reload::Layer::new(filter(&directive));
     let registry = tracing_subscriber::registry().with(filter);
 
     // Under systemd, standard error goes to the journal too, but without our fields.

@@ -67,7 +67,11 @@ impl Shared {
 
     /// A snapshot of the daemon's state.
     pub(crate) async fn status(&self) -> Status {
-        let reachable = self.database.store().client().await.is_ok();
+        let probe = self.database.store().client();
+        let reachable = matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(1), probe).await,
+            Ok(Ok(_))
+        );
         Status {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pid: std::process::id(),
@@ -147,10 +151,18 @@ async fn serve(
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
 
+    // Signals are caught from here on: one that arrives while the database opens is acted on
+    // as soon as it is open, instead of killing the process with the cluster half started.
+    let mut signals = Signals::new().context("failed to install signal handlers")?;
     notify::status("starting: opening the database");
     for dir in [&config.daemon.runtime_dir, &config.daemon.state_dir] {
         process::private_dir(dir)
             .with_context(|| format!("failed to prepare {}", dir.display()))?;
+    }
+    // A second daemon must leave before it touches the cluster or the audit trail.
+    let socket = config.daemon.control_socket();
+    if tokio::net::UnixStream::connect(&socket).await.is_ok() {
+        anyhow::bail!("another datapunkd is already running (it answers on {})", socket.display());
     }
     let auditor = Auditor::new(uid, config.daemon.audit_anchor());
     if !auditor.mirrors_to_journald() {
@@ -166,8 +178,6 @@ async fn serve(
             return Err(error);
         }
     };
-    let mut signals = Signals::new().context("failed to install signal handlers")?;
-
     let shared = Arc::new(Shared {
         uid,
         auditor,
@@ -186,7 +196,6 @@ async fn serve(
         .record(&event("daemon", "daemon.start", Outcome::Success, details), "datapunkd started")
         .await;
 
-    let socket = config.daemon.control_socket();
     let listener = match server::bind(&socket).await {
         Ok(listener) => listener,
         Err(error) => {
@@ -238,18 +247,25 @@ async fn startup_checks(database: &Database, auditor: &Auditor) -> anyhow::Resul
 }
 
 /// Records `daemon.stop` and closes the database.
+///
+/// Recording is bounded by [`STOP_RECORD_BUDGET`] (the append itself gives up waiting for the
+/// audit lock after 2 s), so that whatever holds the database up, the cluster is still
+/// stopped and the process exits within systemd's 5 s.
 async fn shutdown(shared: Arc<Shared>) {
     let uptime = shared.started.elapsed().as_secs();
     let details = json!({ "uptime_secs": uptime });
-    shared
-        .record(&event("daemon", "daemon.stop", Outcome::Success, details), "datapunkd stopped")
-        .await;
-    match Arc::try_unwrap(shared) {
-        Ok(shared) => shared.database.close().await,
-        Err(_) => tracing::warn!("control connections still open at shutdown"),
+    let event = event("daemon", "daemon.stop", Outcome::Success, details);
+    let record = shared.record(&event, "datapunkd stopped");
+    if tokio::time::timeout(STOP_RECORD_BUDGET, record).await.is_err() {
+        tracing::error!("could not record daemon.stop in time");
+        shared.auditor.journal_only(&event, "datapunkd stopped");
     }
+    shared.database.close().await;
     tracing::info!(uptime_secs = uptime, "datapunkd stopped");
 }
+
+/// How long shutdown waits to record `daemon.stop`.
+const STOP_RECORD_BUDGET: std::time::Duration = std::time::Duration::from_millis(2500);
 
 async fn record_config(
     shared: &Shared,

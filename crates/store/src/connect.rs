@@ -242,6 +242,12 @@ impl Store {
         })
     }
 
+    /// Closes the pool: connections in it are dropped at once, those in use when returned.
+    /// Clones of this store are closed too.
+    pub fn close(&self) {
+        self.pool.close();
+    }
+
     /// The schema version in the database and the newest this build knows. Works for every
     /// role that can log in. A database that was never migrated is at version 0.
     ///

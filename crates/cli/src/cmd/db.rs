@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::{Subcommand, ValueEnum};
 use datapunk_config::{Config, DatabaseMode};
 use datapunk_daemon::audit::Auditor;
-use datapunk_daemon::database::{self, Database};
+use datapunk_daemon::database::{self, ClusterSession, Database};
 use datapunk_daemon::process;
 use datapunk_store::{ConnectOptions, Role, admin};
 
@@ -103,12 +103,9 @@ async fn with_admin<T>(
     let name = &config.database.name;
     match database::managed_cluster(config)? {
         Some(cluster) if args.admin_url.is_none() => {
-            cluster.initialize().await?;
-            let started = cluster.start().await?;
-            let result = work(&cluster.admin_conninfo(name)).await;
-            if started {
-                cluster.stop().await?;
-            }
+            let session = ClusterSession::for_command(config, cluster, verb == "init").await?;
+            let result = work(&session.cluster().admin_conninfo(name)).await;
+            session.close().await;
             result
         }
         _ => work(admin_url(config, args, verb)?).await,
@@ -190,9 +187,10 @@ async fn shell(config: &Config, role: ShellRole, psql_args: &[String]) -> anyhow
     let mut psql = Command::new("psql");
     match (&config.database.mode, database::managed_cluster(config)?) {
         (DatabaseMode::Managed { .. }, Some(cluster)) => {
-            // psql replaces this process, so the cluster stays up after it; the daemon
-            // adopts a running cluster, and `pg_ctl stop` or the next daemon stop ends it.
-            cluster.start().await?;
+            // psql replaces this process, so a cluster started here stays up after it: the
+            // next datapunkd adopts it and stops it when it stops.
+            let session = ClusterSession::for_command(config, cluster, false).await?;
+            let cluster = session.cluster();
             let conninfo = match role {
                 ShellRole::Owner => {
                     psql.env("PGOPTIONS", "-c role=datapunk_owner");
@@ -202,7 +200,7 @@ async fn shell(config: &Config, role: ShellRole, psql_args: &[String]) -> anyhow
             };
             psql.arg(conninfo);
         }
-        (DatabaseMode::External { conninfo, password, .. }, _) => {
+        (DatabaseMode::External { conninfo, password, tls }, _) => {
             let role = match role {
                 ShellRole::Owner => anyhow::bail!(
                     "the owner role cannot log in; on an external server connect as an \
@@ -210,7 +208,15 @@ async fn shell(config: &Config, role: ShellRole, psql_args: &[String]) -> anyhow
                 ),
                 other => shell_role(other),
             };
-            psql.arg(with_user(conninfo, role.name()));
+            let mut conninfo = with_param(conninfo, "user", role.name());
+            if tls.enabled {
+                // As strict as the daemon: libpq's default `prefer` would accept a downgrade.
+                conninfo = with_param(&conninfo, "sslmode", "verify-full");
+                if let Some(ca) = &tls.ca_file {
+                    conninfo = with_param(&conninfo, "sslrootcert", &ca.display().to_string());
+                }
+            }
+            psql.arg(conninfo);
             if password.is_some() {
                 eprintln!("datapunk: psql will ask for the password of {}", role.name());
             }
@@ -232,13 +238,14 @@ fn shell_role(role: ShellRole) -> Role {
     }
 }
 
-/// The configured connection string (the app role's) with another user. libpq takes the last
-/// value of a repeated keyword, and a URI's query parameters after its user part.
-fn with_user(conninfo: &str, user: &str) -> String {
+/// The configured connection string (the app role's) with `key` set to `value`. libpq takes
+/// the last value of a repeated keyword, and a URI's query parameters after its other parts.
+fn with_param(conninfo: &str, key: &str, value: &str) -> String {
     let is_uri = conninfo.starts_with("postgresql://") || conninfo.starts_with("postgres://");
+    let quoted = format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"));
     match (is_uri, conninfo.contains('?')) {
-        (true, true) => format!("{conninfo}&user={user}"),
-        (true, false) => format!("{conninfo}?user={user}"),
-        (false, _) => format!("{conninfo} user={user}"),
+        (true, true) => format!("{conninfo}&{key}={value}"),
+        (true, false) => format!("{conninfo}?{key}={value}"),
+        (false, _) => format!("{conninfo} {key}={quoted}"),
     }
 }

@@ -66,12 +66,17 @@ pub(crate) async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
+                // Another user's connection is refused (and audited) before it can count
+                // against the cap, so it cannot crowd out the owner.
+                Ok((stream, _)) if !is_owner(&stream, &shared) => {
+                    connections.spawn(refuse_peer(stream, Arc::clone(&shared)));
+                }
                 Ok((stream, _)) if connections.len() < MAX_CONNECTIONS => {
                     connections.spawn(connection(stream, Arc::clone(&shared)));
                 }
                 Ok((stream, _)) => {
-                    tracing::warn!(open = connections.len(), "too many control connections; closing one");
-                    drop(stream);
+                    tracing::warn!(open = connections.len(), "too many control connections");
+                    tokio::spawn(busy(stream));
                 }
                 Err(error) => tracing::warn!(%error, "control socket accept failed"),
             },
@@ -82,19 +87,28 @@ pub(crate) async fn serve(
     connections.shutdown().await;
 }
 
-async fn connection(stream: UnixStream, shared: Arc<Shared>) {
-    let cred = match stream.peer_cred() {
-        Ok(cred) => cred,
-        Err(error) => {
-            tracing::warn!(%error, "could not read the peer's credentials; closing");
-            return;
-        }
-    };
-    if cred.uid() != shared.uid {
-        refuse(&shared, cred.uid(), cred.pid()).await;
-        return;
-    }
+fn is_owner(stream: &UnixStream, shared: &Shared) -> bool {
+    stream.peer_cred().is_ok_and(|cred| cred.uid() == shared.uid)
+}
 
+async fn refuse_peer(stream: UnixStream, shared: Arc<Shared>) {
+    match stream.peer_cred() {
+        Ok(cred) => refuse(&shared, cred.uid(), cred.pid()).await,
+        Err(error) => tracing::warn!(%error, "could not read a peer's credentials; closing"),
+    }
+}
+
+/// Tells an owner's client that the daemon is at its connection cap, then closes.
+async fn busy(mut stream: UnixStream) {
+    let answer = Response::Error { message: "busy: too many control connections".into() };
+    if let Ok(mut line) = serde_json::to_string(&answer) {
+        line.push('\n');
+        let write = stream.write_all(line.as_bytes());
+        let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+    }
+}
+
+async fn connection(stream: UnixStream, shared: Arc<Shared>) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read.take(MAX_LINE as u64 + 1));
     let mut line = String::new();

@@ -350,6 +350,11 @@ async fn assert_schemas(client: &Client) -> Result<(), Error> {
                  END IF;
              END
              $$;
+             -- Large objects are storage outside the schema that any role could otherwise
+             -- create and fill; none of the roles has a use for them.
+             REVOKE EXECUTE ON FUNCTION lo_creat(integer), lo_create(oid),
+                 lo_from_bytea(oid, bytea), lo_put(oid, bigint, bytea), lo_unlink(oid)
+                 FROM PUBLIC;
              CREATE SCHEMA IF NOT EXISTS datapunk AUTHORIZATION datapunk_owner;
              ALTER SCHEMA datapunk OWNER TO datapunk_owner;
              REVOKE ALL ON SCHEMA datapunk

@@ -123,8 +123,8 @@ pub struct Record {
     pub dataset: Option<String>,
     /// How it ended.
     pub outcome: Outcome,
-    /// More facts.
-    pub details: serde_json::Value,
+    /// More facts, as the JSON text PostgreSQL keeps.
+    pub details: JsonText,
     /// The previous row's hash ([`GENESIS`] for the first row).
     #[serde(serialize_with = "as_hex")]
     pub prev_hash: [u8; 32],
@@ -322,6 +322,26 @@ fn check_event(event: &Event) -> Result<(), Error> {
     Ok(())
 }
 
+/// JSON text passed through as stored. Parsing it into values would make one row with a
+/// number no `f64` holds (such as `1e400`, which `jsonb` keeps exactly) unreadable, and with it
+/// the whole listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JsonText(pub String);
+
+impl fmt::Display for JsonText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for JsonText {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let raw = serde_json::value::RawValue::from_string(self.0.clone())
+            .map_err(serde::ser::Error::custom)?;
+        raw.serialize(serializer)
+    }
+}
+
 fn record(row: &Row) -> Result<Record, Error> {
     let id: i64 = row.get(0);
     let at_us: i64 = row.get(1);
@@ -330,9 +350,7 @@ fn record(row: &Row) -> Result<Record, Error> {
     let outcome: String = row.get(7);
     let outcome = Outcome::parse(&outcome)
         .ok_or_else(|| Error::Data { reason: format!("audit row {id} has outcome {outcome:?}") })?;
-    let details: String = row.get(8);
-    let details = serde_json::from_str(&details)
-        .map_err(|e| Error::Data { reason: format!("audit row {id} has details {e}") })?;
+    let details = JsonText(row.get(8));
     Ok(Record {
         id,
         at,
@@ -420,10 +438,14 @@ mod tests {
             integration: None,
             dataset: None,
             outcome: Outcome::Denied,
-            details: json!({}),
+            details: JsonText("{\"n\": 1e400}".into()),
             prev_hash: GENESIS,
             hash: [0xab; 32],
         };
+        // A number no f64 holds passes through as PostgreSQL stored it.
+        let text = serde_json::to_string(&record).expect("a record serialises");
+        assert!(text.contains(r#""details":{"n": 1e400}"#), "{text}");
+        let record = Record { details: JsonText("{}".into()), ..record };
         let value = serde_json::to_value(&record).expect("a record serialises");
         assert_eq!(value["at"], "2023-11-14T22:13:20Z");
         assert_eq!(value["outcome"], "denied");
