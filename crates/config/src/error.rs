@@ -20,7 +20,7 @@ pub enum ConfigError {
         source: io::Error,
     },
     /// The file was read but is not valid configuration.
-    #[error("{}:{}: {problem}", path.display(), location)]
+    #[error("{}{}: {problem}", path.display(), location.suffix())]
     Invalid {
         /// The file.
         path: PathBuf,
@@ -56,6 +56,13 @@ impl Location {
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
         Self { line, column }
+    }
+}
+
+impl Location {
+    /// `:line:column` to put after a path, or nothing when the place is unknown.
+    fn suffix(&self) -> String {
+        if self.line == 0 { String::new() } else { format!(":{self}") }
     }
 }
 

@@ -52,9 +52,10 @@ pub enum AuditError {
     /// The chain in the database does not reach the head anchored outside it: rows were
     /// removed or the chain was rebuilt. Appending would hide that, so nothing is appended.
     #[error(
-        "the audit chain does not match its anchor file {} ({check:?}): run `datapunk audit \
-         verify`; once you have looked into it, move the anchor file away to accept the chain",
-        path.display()
+        "the audit chain does not match its anchor file {}: {}; run `datapunk audit verify`, \
+         and once you have looked into it, move the anchor file away to accept the chain",
+        path.display(),
+        describe(check)
     )]
     AnchorBroken {
         /// The anchor file.
@@ -150,6 +151,15 @@ impl Auditor {
             Some(dispatch) => tracing::dispatcher::with_default(dispatch, emit),
             None => emit(),
         }
+    }
+}
+
+fn describe(check: &AnchorCheck) -> String {
+    match check {
+        AnchorCheck::Matches { id } => format!("row #{id} matches"),
+        AnchorCheck::Missing => "the anchor file was removed".to_owned(),
+        AnchorCheck::RowMissing { id } => format!("row #{id}, which it names, is gone"),
+        AnchorCheck::Mismatch { id } => format!("row #{id} is not the row it names"),
     }
 }
 

@@ -34,9 +34,10 @@ pub enum Sink {
     Stderr,
 }
 
-/// Targets held at `info` whatever level is asked for: at debug, the PostgreSQL driver logs
-/// every statement's bind parameters, which will hold tokens and personal data.
-const CAPPED: &str = "tokio_postgres=info,deadpool_postgres=info,deadpool=info";
+/// Targets held back whatever level is asked for: at debug, the PostgreSQL driver logs every
+/// statement's bind parameters, which will hold tokens and personal data; at info it repeats
+/// the server's notices ("already exists, skipping"), which say nothing to an operator.
+const CAPPED: &str = "tokio_postgres=warn,deadpool_postgres=info,deadpool=info";
 
 /// The filter for `directive` with [`CAPPED`] appended, so that it wins over a broader
 /// directive such as `debug`.

@@ -178,6 +178,10 @@ async fn serve(
             return Err(error);
         }
     };
+    // What opening the database recorded (a first start creates and migrates) counts too.
+    let init_events = database
+        .init_report()
+        .map_or(0, |report| crate::database::init_events("daemon", report).len() as u64);
     let shared = Arc::new(Shared {
         uid,
         auditor,
@@ -185,7 +189,7 @@ async fn serve(
         started: Instant::now(),
         started_at: OffsetDateTime::now_utc(),
         state: Mutex::new(State::Starting),
-        recorded: AtomicU64::new(0),
+        recorded: AtomicU64::new(init_events),
         head_id: Mutex::new(None),
         server_version,
     });

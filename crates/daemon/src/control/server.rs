@@ -161,6 +161,5 @@ async fn refuse(shared: &Shared, uid: u32, pid: Option<i32>) {
     );
     let details = json!({ "peer_uid": uid, "peer_pid": pid });
     let event = event("daemon", "control.refused", Outcome::Denied, details);
-    let message = format!("control socket connection from uid {uid} refused");
-    shared.record(&event, &message).await;
+    shared.record(&event, "control socket connection from another user refused").await;
 }
