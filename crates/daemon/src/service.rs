@@ -1,9 +1,10 @@
 //! The daemon's life: start, serve, stop.
 //!
-//! [`run`] loads the configuration, opens the database, records `config.loaded` and
-//! `daemon.start`, binds the control socket and only then tells systemd `READY=1`. It pings the
-//! watchdog at half of `$WATCHDOG_USEC`, reloads the configuration on SIGHUP, and on SIGTERM or
-//! SIGINT sends `STOPPING=1`, records `daemon.stop`, stops the managed cluster and exits 0.
+//! [`run`] loads the configuration, runs the field-encryption self-test, opens the database,
+//! records `config.loaded` and `daemon.start`, binds the control socket and only then tells
+//! systemd `READY=1`. It pings the watchdog at half of `$WATCHDOG_USEC`, reloads the
+//! configuration on SIGHUP, and on SIGTERM or SIGINT sends `STOPPING=1`, records `daemon.stop`,
+//! stops the managed cluster and exits 0.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -154,6 +155,10 @@ async fn serve(
     // Signals are caught from here on: one that arrives while the database opens is acted on
     // as soon as it is open, instead of killing the process with the cluster half started.
     let mut signals = Signals::new().context("failed to install signal handlers")?;
+    // Field encryption must visibly work before any data could be written with it: the
+    // canary's ciphertext holds no plaintext, and a wrong key does not decrypt it.
+    datapunk_vault::selftest::run()
+        .context("the field-encryption self-test failed; refusing to start")?;
     notify::status("starting: opening the database");
     for dir in [&config.daemon.runtime_dir, &config.daemon.state_dir] {
         process::private_dir(dir)
