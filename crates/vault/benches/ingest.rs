@@ -25,7 +25,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 
 const ROWS: usize = 100_000;
 const FIELDS: usize = 4;
@@ -84,11 +84,12 @@ async fn inserts(cluster: &Cluster, rows: Arc<Vec<Row>>, key: Arc<DataKey>, thre
         (Duration::MAX, Duration::MAX, Duration::MAX, 0);
 
     for run in 0..RUNS {
-        plain = plain.min(copy_plain(&client, run, &rows).await);
+        plain = plain.min(copy_rows(&client, &format!("plain_{run}"), Type::TEXT, &rows).await);
         let (elapsed, size) = copy_encrypted(&client, run, &rows, &key, threads).await;
         encrypted = encrypted.min(elapsed);
         bytes = size;
-        prepared = prepared.min(copy_prepared(&client, run, &ready).await);
+        prepared =
+            prepared.min(copy_rows(&client, &format!("prepared_{run}"), Type::BYTEA, &ready).await);
     }
 
     let plain_rate = ROWS as f64 / secs(plain);
@@ -114,44 +115,31 @@ async fn inserts(cluster: &Cluster, rows: Arc<Vec<Row>>, key: Arc<DataKey>, thre
     );
 }
 
-/// Inserts the rows as they are into `plain_<run>`.
-async fn copy_plain(client: &Client, run: usize, rows: &[Row]) -> Duration {
-    let table = format!("plain_{run}");
+/// Inserts `rows` into a new table `name` whose four columns have `column`'s type, with binary
+/// COPY; returns the time the COPY took.
+async fn copy_rows<T: ToSql + Sync>(
+    client: &Client,
+    name: &str,
+    column: Type,
+    rows: &[[T; FIELDS]],
+) -> Duration {
+    let sql_type = if column == Type::BYTEA { "bytea" } else { "text" };
     client
-        .batch_execute(&format!("CREATE TABLE {table} (a text, b text, c text, d text)"))
-        .await
-        .expect("create the plaintext table");
-
-    let started = Instant::now();
-    let sink = client
-        .copy_in(&format!("COPY {table} FROM STDIN (FORMAT binary)"))
-        .await
-        .expect("start COPY");
-    let mut writer = pin!(BinaryCopyInWriter::new(sink, &[Type::TEXT; FIELDS]));
-    for [a, b, c, d] in rows {
-        writer.as_mut().write(&[a, b, c, d]).await.expect("write a row");
-    }
-    let written = writer.finish().await.expect("finish COPY");
-    let elapsed = started.elapsed();
-
-    assert_eq!(written, ROWS as u64);
-    elapsed
-}
-
-/// Inserts rows encrypted beforehand into `prepared_<run>`.
-async fn copy_prepared(client: &Client, run: usize, rows: &[EncryptedRow]) -> Duration {
-    let table = format!("prepared_{run}");
-    client
-        .batch_execute(&format!("CREATE TABLE {table} (a bytea, b bytea, c bytea, d bytea)"))
+        .batch_execute(&format!(
+            "CREATE TABLE {name} (a {sql_type}, b {sql_type}, c {sql_type}, d {sql_type})"
+        ))
         .await
         .expect("create the table");
 
     let started = Instant::now();
     let sink = client
-        .copy_in(&format!("COPY {table} FROM STDIN (FORMAT binary)"))
+        .copy_in(&format!("COPY {name} FROM STDIN (FORMAT binary)"))
         .await
         .expect("start COPY");
-    let mut writer = pin!(BinaryCopyInWriter::new(sink, &[Type::BYTEA; FIELDS]));
+    let mut writer = pin!(BinaryCopyInWriter::new(
+        sink,
+        &std::array::from_fn::<_, FIELDS, _>(|_| column.clone())
+    ));
     for [a, b, c, d] in rows {
         writer.as_mut().write(&[a, b, c, d]).await.expect("write a row");
     }
