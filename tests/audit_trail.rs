@@ -233,10 +233,18 @@ async fn a_running_daemon_refuses_to_append_past_a_rebuilt_chain() {
     let output = setup.cli(&["audit", "verify"]);
     assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stdout));
 
-    // The reload would append `config.loaded` and move the anchor past the evidence.
+    // The reload would append `config.loaded` and move the anchor past the evidence. Refused,
+    // the event still reaches journald, without a row id: wait for that, so the row count
+    // below is read after the daemon has acted.
     let before = rows(&setup).await.len();
     daemon.signal(Signal::HUP);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    let pid = daemon.pid().to_string();
+    let reloads = [("_PID", pid.as_str()), ("DATAPUNK_ACTION", "config.loaded")];
+    let entries = journal().wait_for(&reloads, 2, Duration::from_secs(10));
+    assert!(
+        entries.iter().any(|e| !e.contains_key("DATAPUNK_AUDIT_ID")),
+        "the refused reload is in journald without a row: {entries:#?}"
+    );
     assert_eq!(rows(&setup).await.len(), before, "the daemon appended to a rebuilt chain");
     let output = setup.cli(&["audit", "verify"]);
     assert_eq!(output.status.code(), Some(1), "the evidence must survive the reload");

@@ -88,10 +88,7 @@ impl SecretServiceStore {
 
         let result = async {
             let collection = default_collection(service).await?;
-            let existing = collection
-                .search_items(attributes(item))
-                .await
-                .map_err(|err| classify(err, &format!("look up the {item}")))?;
+            let existing = find(&collection, item).await?;
             match (existing.len(), write) {
                 (0, _) | (1, Write::Replace) => {}
                 (1, Write::CreateOnly) => {
@@ -129,10 +126,7 @@ impl SecretServiceStore {
 
         let result = async {
             let collection = default_collection(service).await?;
-            let found = collection
-                .search_items(attributes(item))
-                .await
-                .map_err(|err| classify(err, &format!("look up the {item}")))?;
+            let found = find(&collection, item).await?;
             match found.as_slice() {
                 [] => Ok(None),
                 [one] => {
@@ -159,10 +153,7 @@ impl SecretServiceStore {
 
         let result = async {
             let collection = default_collection(service).await?;
-            let found = collection
-                .search_items(attributes(item))
-                .await
-                .map_err(|err| classify(err, &format!("look up the {item}")))?;
+            let found = find(&collection, item).await?;
             for one in &found {
                 one.delete().await.map_err(|err| classify(err, &format!("delete the {item}")))?;
             }
@@ -347,6 +338,18 @@ fn escape_address_value(path: &Path) -> String {
 }
 
 /// The collection behind the `default` alias.
+/// The items stored under `item`'s attributes in the default collection; more than one means a
+/// race left duplicates, which the callers treat each in their own way.
+async fn find<'a>(
+    collection: &'a Collection<'_>,
+    item: ItemId<'_>,
+) -> Result<Vec<secret_service::Item<'a>>, Error> {
+    collection
+        .search_items(attributes(item))
+        .await
+        .map_err(|err| classify(err, &format!("look up the {item}")))
+}
+
 async fn default_collection<'a>(service: &'a SecretService<'_>) -> Result<Collection<'a>, Error> {
     match service.get_default_collection().await {
         Ok(collection) => Ok(collection),
