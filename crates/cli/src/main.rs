@@ -2,7 +2,7 @@
 //!
 //! `status` asks the running daemon over its control socket. `config` validates and explains
 //! the configuration file. `db` sets up and inspects the database and its roles. `audit`
-//! lists and verifies the audit trail.
+//! lists and verifies the audit trail. `keys` manages the per-integration data keys.
 
 mod cmd;
 
@@ -41,6 +41,9 @@ enum Command {
     Db(cmd::db::DbCommand),
     /// List or verify the audit trail.
     Audit(cmd::audit::AuditArgs),
+    /// Create, export, back up, restore or destroy the per-integration data keys.
+    #[command(subcommand)]
+    Keys(cmd::keys::KeysCommand),
 }
 
 /// A failure with its own exit status.
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
             Command::Config(command) => cmd::config::run(config.as_deref(), command),
             Command::Db(command) => cmd::db::run(config.as_deref(), command).await,
             Command::Audit(audit) => cmd::audit::run(config.as_deref(), audit).await,
+            Command::Keys(command) => cmd::keys::run(config.as_deref(), command).await,
         }
     });
     match result {

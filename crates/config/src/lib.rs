@@ -17,6 +17,7 @@ use std::env;
 use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub use error::{ConfigError, Location};
 
@@ -37,6 +38,8 @@ pub struct Config {
     pub log: Log,
     /// The PostgreSQL database.
     pub database: Database,
+    /// Where OAuth tokens and data keys are kept.
+    pub vault: Vault,
 }
 
 /// The `[daemon]` table.
@@ -100,6 +103,48 @@ pub enum DatabaseMode {
         /// TLS for TCP connections.
         tls: Tls,
     },
+}
+
+/// The `[vault]` table: the secret store of tokens and data keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vault {
+    /// Which secret store.
+    pub backend: VaultBackend,
+    /// How long one operation on the store may take before it is given up (a keyring may be
+    /// waiting for someone to answer a prompt). Default 30 s.
+    pub timeout: Duration,
+}
+
+/// The secret store named by `vault.backend`, with its settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VaultBackend {
+    /// `secret-service`, the default: the desktop keyring over D-Bus, reached through the
+    /// session bus in `$DBUS_SESSION_BUS_ADDRESS`.
+    SecretService,
+    /// `pass`: the user's password store.
+    Pass {
+        /// The password store. `None`: `$PASSWORD_STORE_DIR`, else `~/.password-store`.
+        store_dir: Option<PathBuf>,
+        /// GnuPG's home directory. `None`: `$GNUPGHOME`, else gpg's default.
+        gnupg_home: Option<PathBuf>,
+    },
+    /// `encrypted-table`: the PostgreSQL table sealed under a master key.
+    EncryptedTable {
+        /// Where the 256-bit master key is read from. Default: the systemd credential
+        /// `datapunk-master-key` when `$CREDENTIALS_DIRECTORY` is set.
+        master_key: SecretSource,
+    },
+}
+
+impl VaultBackend {
+    /// The name used in the file: `secret-service`, `pass` or `encrypted-table`.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Self::SecretService => "secret-service",
+            Self::Pass { .. } => "pass",
+            Self::EncryptedTable { .. } => "encrypted-table",
+        }
+    }
 }
 
 /// TLS settings for an external server.

@@ -2,6 +2,7 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -9,11 +10,14 @@ use toml::Spanned;
 use crate::error::sanitize;
 use crate::{
     Config, ConfigError, Daemon, Database, DatabaseMode, Environment, Location, Log, SecretSource,
-    Tls, join,
+    Tls, Vault, VaultBackend, join,
 };
 
 const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 const MAX_POOL: u32 = 64;
+const MAX_VAULT_TIMEOUT: u64 = 600;
+/// The systemd credential that holds the encrypted-table master key by default.
+const MASTER_KEY_CREDENTIAL: &str = "datapunk-master-key";
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -21,6 +25,7 @@ struct RawConfig {
     daemon: RawDaemon,
     log: RawLog,
     database: RawDatabase,
+    vault: RawVault,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -57,6 +62,26 @@ struct RawDatabase {
     password_credential: Option<Spanned<String>>,
     tls: Option<Spanned<bool>>,
     tls_ca_file: Option<Spanned<PathBuf>>,
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum RawBackend {
+    #[default]
+    SecretService,
+    Pass,
+    EncryptedTable,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawVault {
+    backend: Option<Spanned<RawBackend>>,
+    timeout_secs: Option<Spanned<u64>>,
+    pass_store_dir: Option<Spanned<PathBuf>>,
+    gnupg_home: Option<Spanned<PathBuf>>,
+    master_key_file: Option<Spanned<PathBuf>>,
+    master_key_credential: Option<Spanned<String>>,
 }
 
 /// Carries what every validation error needs: the file and its text.
@@ -118,8 +143,9 @@ pub(crate) fn parse(text: &str, path: &Path, env: &Environment) -> Result<Config
         },
     };
     let database = database(&src, &raw.database, env)?;
+    let vault = vault(&src, &raw.vault, env)?;
 
-    Ok(Config { source: Some(path.to_path_buf()), daemon, log, database })
+    Ok(Config { source: Some(path.to_path_buf()), daemon, log, database, vault })
 }
 
 fn deserialize(src: &Source<'_>) -> Result<RawConfig, ConfigError> {
@@ -267,7 +293,7 @@ fn external(
         (Some(file), None) => {
             Some(SecretSource::File(src.resolve(file, "database.password_file")?))
         }
-        (None, Some(cred)) => Some(credential(src, cred, env)?),
+        (None, Some(cred)) => Some(credential(src, cred, "database.password_credential", env)?),
         (None, None) => None,
     };
     let tls = Tls {
@@ -280,12 +306,93 @@ fn external(
     Ok(DatabaseMode::External { conninfo: conninfo.get_ref().clone(), password, tls })
 }
 
+fn vault(src: &Source<'_>, raw: &RawVault, env: &Environment) -> Result<Vault, ConfigError> {
+    let timeout = match &raw.timeout_secs {
+        Some(secs) if (1..=MAX_VAULT_TIMEOUT).contains(secs.get_ref()) => {
+            Duration::from_secs(*secs.get_ref())
+        }
+        Some(secs) => {
+            let problem = format!("must be 1 to {MAX_VAULT_TIMEOUT} seconds");
+            return Err(src.at(secs, "vault.timeout_secs", problem));
+        }
+        None => Duration::from_secs(30),
+    };
+    let kind = raw.backend.as_ref().map(|b| *b.get_ref()).unwrap_or_default();
+    let only = |keys: &[(&str, Option<Range<usize>>)], backend: &str| match keys
+        .iter()
+        .find(|(_, span)| span.is_some())
+    {
+        Some((key, span)) => {
+            let problem = format!("is only used when `vault.backend = \"{backend}\"`");
+            Err(src.error(span.clone(), Some(key), problem))
+        }
+        None => Ok(()),
+    };
+    let pass_keys = [
+        ("vault.pass_store_dir", raw.pass_store_dir.as_ref().map(Spanned::span)),
+        ("vault.gnupg_home", raw.gnupg_home.as_ref().map(Spanned::span)),
+    ];
+    let table_keys = [
+        ("vault.master_key_file", raw.master_key_file.as_ref().map(Spanned::span)),
+        ("vault.master_key_credential", raw.master_key_credential.as_ref().map(Spanned::span)),
+    ];
+    if kind != RawBackend::Pass {
+        only(&pass_keys, "pass")?;
+    }
+    if kind != RawBackend::EncryptedTable {
+        only(&table_keys, "encrypted-table")?;
+    }
+
+    let backend = match kind {
+        RawBackend::SecretService => VaultBackend::SecretService,
+        RawBackend::Pass => VaultBackend::Pass {
+            store_dir: match &raw.pass_store_dir {
+                Some(dir) => Some(src.resolve(dir, "vault.pass_store_dir")?),
+                None => None,
+            },
+            gnupg_home: match &raw.gnupg_home {
+                Some(dir) => Some(src.resolve(dir, "vault.gnupg_home")?),
+                None => None,
+            },
+        },
+        RawBackend::EncryptedTable => {
+            let master_key = match (&raw.master_key_file, &raw.master_key_credential) {
+                (Some(_), Some(cred)) => {
+                    let problem = "set either `vault.master_key_file` or this, not both";
+                    return Err(src.at(cred, "vault.master_key_credential", problem));
+                }
+                (Some(file), None) => {
+                    SecretSource::File(src.resolve(file, "vault.master_key_file")?)
+                }
+                (None, Some(cred)) => credential(src, cred, "vault.master_key_credential", env)?,
+                (None, None) => match &env.credentials_directory {
+                    Some(dir) => SecretSource::Credential {
+                        name: MASTER_KEY_CREDENTIAL.to_owned(),
+                        path: dir.join(MASTER_KEY_CREDENTIAL),
+                    },
+                    None => {
+                        let span = raw.backend.as_ref().map(Spanned::span);
+                        let problem = format!(
+                            "`vault.backend = \"encrypted-table\"` needs a master key: set \
+                             `vault.master_key_file`, or load the systemd credential \
+                             `{MASTER_KEY_CREDENTIAL}` (LoadCredential=)"
+                        );
+                        return Err(src.error(span, Some("vault.master_key_file"), problem));
+                    }
+                },
+            };
+            VaultBackend::EncryptedTable { master_key }
+        }
+    };
+    Ok(Vault { backend, timeout })
+}
+
 fn credential(
     src: &Source<'_>,
     name: &Spanned<String>,
+    key: &str,
     env: &Environment,
 ) -> Result<SecretSource, ConfigError> {
-    let key = "database.password_credential";
     let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
     let value = name.get_ref();
     if value.is_empty() || value.starts_with('.') || !value.chars().all(plain) {
@@ -296,8 +403,11 @@ fn credential(
         ));
     }
     let Some(dir) = &env.credentials_directory else {
-        let problem = "CREDENTIALS_DIRECTORY is not set: load the credential with systemd's \
-                       `LoadCredential=`, or use `database.password_file`";
+        let file_key = key.replace("_credential", "_file");
+        let problem = format!(
+            "CREDENTIALS_DIRECTORY is not set: load the credential with systemd's \
+             `LoadCredential=`, or use `{file_key}`"
+        );
         return Err(src.at(name, key, problem));
     };
     Ok(SecretSource::Credential { name: value.clone(), path: dir.join(value) })

@@ -3,7 +3,12 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use datapunk_config::{Config, ConfigError, DatabaseMode, EXAMPLE, Environment, Location, locate};
+use std::time::Duration;
+
+use datapunk_config::{
+    Config, ConfigError, DatabaseMode, EXAMPLE, Environment, Location, SecretSource, VaultBackend,
+    locate,
+};
 
 fn env() -> Environment {
     Environment {
@@ -36,6 +41,8 @@ fn an_empty_file_gives_xdg_defaults() {
     };
     assert_eq!(data_dir, PathBuf::from("/home/alice/.local/share/datapunk/postgresql"));
     assert_eq!(pg_bin_dir, None);
+    assert_eq!(config.vault.backend, VaultBackend::SecretService);
+    assert_eq!(config.vault.timeout, Duration::from_secs(30));
 }
 
 #[test]
@@ -159,4 +166,62 @@ fn an_unknown_key_that_looks_like_a_token_is_not_repeated() {
     let shown = format!("{key:?} {problem}");
     assert!(!shown.contains("S3cret"), "{shown}");
     assert!(shown.contains("database"), "the table is still named: {shown}");
+}
+
+#[test]
+fn the_vault_backend_is_chosen_with_its_own_keys_and_others_are_refused() {
+    let config = parse("[vault]\nbackend = \"pass\"\npass_store_dir = \"store\"\n").expect("valid");
+    let VaultBackend::Pass { store_dir, gnupg_home } = config.vault.backend else {
+        panic!("the pass backend");
+    };
+    assert_eq!(store_dir, Some(PathBuf::from("/etc/datapunk/store")));
+    assert_eq!(gnupg_home, None);
+
+    let text =
+        "[vault]\nbackend = \"encrypted-table\"\nmaster_key_file = \"/k\"\ntimeout_secs = 5\n";
+    let config = parse(text).expect("valid");
+    assert_eq!(
+        config.vault.backend,
+        VaultBackend::EncryptedTable { master_key: SecretSource::File("/k".into()) }
+    );
+    assert_eq!(config.vault.timeout, Duration::from_secs(5));
+
+    let (location, key, problem) = invalid("[vault]\nmaster_key_file = \"/k\"\n");
+    assert_eq!((location.line, key.as_deref()), (2, Some("vault.master_key_file")));
+    assert!(problem.contains("encrypted-table"), "{problem}");
+    let (_, key, problem) =
+        invalid("[vault]\nbackend = \"encrypted-table\"\ngnupg_home = \"/g\"\n");
+    assert_eq!(key.as_deref(), Some("vault.gnupg_home"));
+    assert!(problem.contains("\"pass\""), "{problem}");
+    let (_, key, problem) = invalid("[vault]\nbackend = \"keyring-S3CRET\"\n");
+    assert_eq!(key.as_deref(), Some("vault.backend"));
+    assert!(problem.contains("secret-service"), "{problem}");
+    assert!(!problem.contains("S3CRET"), "{problem}");
+    let (_, key, _) = invalid("[vault]\ntimeout_secs = 0\n");
+    assert_eq!(key.as_deref(), Some("vault.timeout_secs"));
+}
+
+#[test]
+fn the_encrypted_table_takes_its_master_key_from_the_credentials_directory_by_default() {
+    let text = "[vault]\nbackend = \"encrypted-table\"\n";
+    let (location, key, problem) = invalid(text);
+    assert_eq!((location.line, key.as_deref()), (2, Some("vault.master_key_file")));
+    assert!(problem.contains("datapunk-master-key"), "{problem}");
+
+    let env = Environment { credentials_directory: Some("/run/credentials/d".into()), ..env() };
+    let config = Config::parse(text, Path::new("/c.toml"), &env).expect("valid");
+    let VaultBackend::EncryptedTable { master_key } = config.vault.backend else {
+        panic!("the encrypted table");
+    };
+    assert_eq!(master_key.path(), Path::new("/run/credentials/d/datapunk-master-key"));
+
+    let named = "[vault]\nbackend = \"encrypted-table\"\nmaster_key_credential = \"mk\"\n";
+    let config = Config::parse(named, Path::new("/c.toml"), &env).expect("valid");
+    let VaultBackend::EncryptedTable { master_key } = config.vault.backend else {
+        panic!("the encrypted table");
+    };
+    assert_eq!(master_key.path(), Path::new("/run/credentials/d/mk"));
+    let (_, key, problem) = invalid(named);
+    assert_eq!(key.as_deref(), Some("vault.master_key_credential"));
+    assert!(problem.contains("vault.master_key_file"), "{problem}");
 }

@@ -7,6 +7,7 @@
 //! - [`audit`] records what Datapunk does, in the hash-chained audit table and in journald.
 //! - [`control`] is the control socket: its protocol, its server and the client the CLI uses.
 //! - [`logging`] sends logs to journald when it is there, else to standard error.
+//! - [`vault`] opens the secret store the configuration names and watches its state.
 //! - [`process`] holds the process-wide safety checks: umask, root refusal, private directories.
 
 pub mod audit;
@@ -16,6 +17,7 @@ pub mod logging;
 mod notify;
 pub mod process;
 pub mod service;
+pub mod vault;
 
 /// Exit status for a configuration problem (`EX_CONFIG` from sysexits.h).
 pub const EXIT_CONFIG: u8 = 78;

@@ -1,8 +1,9 @@
 //! The daemon's life: start, serve, stop.
 //!
-//! [`run`] loads the configuration, runs the field-encryption self-test, opens the database,
-//! records `config.loaded` and `daemon.start`, binds the control socket and only then tells
-//! systemd `READY=1`. It pings the watchdog at half of `$WATCHDOG_USEC`, reloads the
+//! [`run`] loads the configuration, runs the field-encryption self-test, opens the database
+//! and the vault, records `config.loaded` and `daemon.start`, binds the control socket and
+//! only then tells systemd `READY=1`. The vault's state is watched from then on
+//! ([`crate::vault`]): a locked keyring is reported, never fatal. It pings the watchdog at half of `$WATCHDOG_USEC`, reloads the
 //! configuration on SIGHUP, and on SIGTERM or SIGINT sends `STOPPING=1`, records `daemon.stop`,
 //! stops the managed cluster and exits 0.
 
@@ -14,6 +15,7 @@ use std::time::Instant;
 
 use datapunk_config::{Config, Environment, locate};
 use datapunk_store::audit::{Event, Outcome};
+use datapunk_vault::backend::{BackendKind, VaultState};
 use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -21,7 +23,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Mutex, watch};
 
 use crate::audit::{Auditor, event};
-use crate::control::proto::{AuditStatus, DatabaseStatus, State, Status};
+use crate::control::proto::{AuditStatus, DatabaseStatus, State, Status, VaultStatus};
 use crate::control::server;
 use crate::database::Database;
 use crate::logging::LevelHandle;
@@ -38,6 +40,9 @@ pub(crate) struct Shared {
     recorded: AtomicU64,
     head_id: Mutex<Option<i64>>,
     server_version: Option<String>,
+    vault_kind: BackendKind,
+    /// The vault's last known state and when it began; `None` until the first answer.
+    vault_state: Mutex<Option<(VaultState, OffsetDateTime)>>,
 }
 
 impl Shared {
@@ -89,8 +94,50 @@ impl Shared {
                 recorded_since_start: self.recorded.load(Ordering::Relaxed),
                 head_id: *self.head_id.lock().await,
             },
+            vault: self.vault_status().await,
             integrations: Vec::new(),
         }
+    }
+
+    async fn vault_status(&self) -> VaultStatus {
+        let observed = self.vault_state.lock().await;
+        let (state, reason, since) = match &*observed {
+            None => ("checking".to_owned(), None, None),
+            Some((state, since)) => {
+                let reason = match state {
+                    VaultState::Unavailable { reason } => Some(reason.clone()),
+                    _ => None,
+                };
+                (state.as_str().to_owned(), reason, since.format(&Rfc3339).ok())
+            }
+        };
+        VaultStatus {
+            backend: self.vault_kind.as_str().to_owned(),
+            noun: crate::vault::noun(self.vault_kind).to_owned(),
+            state,
+            reason,
+            since,
+        }
+    }
+
+    /// Keeps `state` as the vault's state. When it differs from the one before, sends the new
+    /// `STATUS=` line and returns the name of the previous state (`checking` at first).
+    pub(crate) async fn set_vault_state(&self, state: &VaultState) -> Option<&'static str> {
+        let previous = {
+            let mut observed = self.vault_state.lock().await;
+            let previous = match &*observed {
+                Some((old, _)) if old == state => return None,
+                Some((old, _)) => old.as_str(),
+                None => "checking",
+            };
+            *observed = Some((state.clone(), OffsetDateTime::now_utc()));
+            previous
+        };
+        let status = self.status().await;
+        if status.state != State::Stopping {
+            notify::status(&status.summary());
+        }
+        Some(previous)
     }
 
     async fn set_state(&self, state: State) {
@@ -183,6 +230,13 @@ async fn serve(
             return Err(error);
         }
     };
+    let vault = match crate::vault::open(&config, &database) {
+        Ok(vault) => Arc::new(vault),
+        Err(error) => {
+            database.close().await;
+            return Err(error);
+        }
+    };
     // What opening the database recorded (a first start creates and migrates) counts too.
     let init_events = database
         .init_report()
@@ -197,6 +251,8 @@ async fn serve(
         recorded: AtomicU64::new(init_events),
         head_id: Mutex::new(None),
         server_version,
+        vault_kind: vault.kind(),
+        vault_state: Mutex::new(None),
     });
     record_config(&shared, &config, "config.loaded", Outcome::Success, "configuration loaded")
         .await;
@@ -213,7 +269,9 @@ async fn serve(
         }
     };
     let (stop_server, stopped) = watch::channel(false);
-    let server = tokio::spawn(server::serve(listener, Arc::clone(&shared), stopped));
+    let server = tokio::spawn(server::serve(listener, Arc::clone(&shared), stopped.clone()));
+    let vault_watch =
+        tokio::spawn(crate::vault::watch(Arc::clone(&shared), Arc::clone(&vault), stopped));
 
     *shared.state.lock().await = State::Running;
     notify::ready(&shared.status().await.summary());
@@ -237,6 +295,10 @@ async fn serve(
     let _ = stop_server.send(true);
     if let Err(error) = server.await {
         tracing::error!(%error, "control socket task failed");
+    }
+    // The watcher leaves at its next await; one caught mid-append gets a moment to finish.
+    if tokio::time::timeout(VAULT_WATCH_BUDGET, vault_watch).await.is_err() {
+        tracing::warn!("the vault watcher did not stop in time");
     }
     if let Err(error) = std::fs::remove_file(&socket) {
         tracing::warn!(%error, "could not remove the control socket");
@@ -273,6 +335,9 @@ async fn shutdown(shared: Arc<Shared>) {
     tracing::info!(uptime_secs = uptime, "datapunkd stopped");
 }
 
+/// How long shutdown waits for the vault watcher to leave.
+const VAULT_WATCH_BUDGET: std::time::Duration = std::time::Duration::from_millis(1000);
+
 /// How long shutdown waits to record `daemon.stop`.
 const STOP_RECORD_BUDGET: std::time::Duration = std::time::Duration::from_millis(2500);
 
@@ -301,7 +366,10 @@ async fn reload(
     match load_config(path, env) {
         Ok(new) => {
             level.set(&new.log.level);
-            if new.daemon != current.daemon || new.database != current.database {
+            if new.daemon != current.daemon
+                || new.database != current.database
+                || new.vault != current.vault
+            {
                 tracing::warn!("configuration changes outside [log] apply at the next restart");
             }
             record_config(

@@ -9,8 +9,10 @@
 //!   gets the key of.
 //! - [`selftest`]: the check of field encryption the daemon runs before it starts.
 //! - [`backend`]: the secret stores that keep token records and data keys.
+//! - [`backup`]: the GnuPG-encrypted copy of every data key, for disaster recovery.
 
 pub mod backend;
+pub mod backup;
 pub mod field;
 pub mod key;
 pub mod secret;

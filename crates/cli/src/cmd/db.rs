@@ -7,9 +7,7 @@ use std::process::Command;
 use anyhow::Context as _;
 use clap::{Subcommand, ValueEnum};
 use datapunk_config::{Config, DatabaseMode};
-use datapunk_daemon::audit::Auditor;
 use datapunk_daemon::database::{self, ClusterSession, Database};
-use datapunk_daemon::process;
 use datapunk_store::{ConnectOptions, Role, admin};
 
 #[derive(Debug, Subcommand)]
@@ -64,12 +62,6 @@ pub(crate) async fn run(path: Option<&Path>, command: DbCommand) -> anyhow::Resu
     }
 }
 
-fn auditor(config: &Config) -> anyhow::Result<Auditor> {
-    let dir = &config.daemon.state_dir;
-    process::private_dir(dir).with_context(|| format!("failed to prepare {}", dir.display()))?;
-    Ok(Auditor::new(process::uid(), config.daemon.audit_anchor()))
-}
-
 /// The administrator's connection string for an external server. It may not hold a
 /// password: argv is visible to every user of the machine.
 fn admin_url<'a>(config: &Config, args: &'a AdminArgs, verb: &str) -> anyhow::Result<&'a str> {
@@ -113,7 +105,7 @@ async fn with_admin<T>(
 }
 
 async fn init(config: &Config, args: &AdminArgs) -> anyhow::Result<()> {
-    let auditor = auditor(config)?;
+    let auditor = super::auditor(config)?;
     let name = &config.database.name;
     let report = with_admin(config, args, "init", async |conninfo| {
         let report = admin::init(conninfo, name).await?;
@@ -141,7 +133,7 @@ async fn init(config: &Config, args: &AdminArgs) -> anyhow::Result<()> {
 }
 
 async fn migrate(config: &Config, args: &AdminArgs) -> anyhow::Result<()> {
-    let auditor = auditor(config)?;
+    let auditor = super::auditor(config)?;
     let name = &config.database.name;
     let report = with_admin(config, args, "migrate", async |conninfo| {
         let report = admin::migrate(conninfo, name).await?;

@@ -3,12 +3,15 @@
 pub(crate) mod audit;
 pub(crate) mod config;
 pub(crate) mod db;
+pub(crate) mod keys;
 pub(crate) mod status;
 
 use std::path::Path;
 
+use anyhow::Context as _;
 use datapunk_config::{Config, Environment, locate};
-use datapunk_daemon::EXIT_CONFIG;
+use datapunk_daemon::audit::Auditor;
+use datapunk_daemon::{EXIT_CONFIG, process};
 
 use crate::Exit;
 
@@ -17,4 +20,11 @@ pub(crate) fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     let env = Environment::from_process();
     let located = locate(path, &env).map_err(|e| Exit::new(EXIT_CONFIG, e.to_string()))?;
     Config::load(&located, &env).map_err(|e| Exit::new(EXIT_CONFIG, e.to_string()).into())
+}
+
+/// The auditor of the CLI's events, with the state directory (where the anchor lives) ready.
+pub(crate) fn auditor(config: &Config) -> anyhow::Result<Auditor> {
+    let dir = &config.daemon.state_dir;
+    process::private_dir(dir).with_context(|| format!("failed to prepare {}", dir.display()))?;
+    Ok(Auditor::new(process::uid(), config.daemon.audit_anchor()))
 }

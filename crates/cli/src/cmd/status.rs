@@ -39,6 +39,12 @@ pub(crate) async fn run(path: Option<&Path>, json: bool) -> anyhow::Result<()> {
         "  audit         {} events since start, head {head}",
         status.audit.recorded_since_start
     );
+    let vault = &status.vault;
+    let since = vault.since.as_deref().map(|at| format!(" since {at}")).unwrap_or_default();
+    println!("  vault         {} {}{since} ({})", vault.noun, vault.state, vault.backend);
+    if let Some(reason) = &vault.reason {
+        println!("                {reason}");
+    }
     if status.integrations.is_empty() {
         println!("  integrations  none connected");
     }

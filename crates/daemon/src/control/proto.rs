@@ -24,7 +24,7 @@ pub enum Request {
 #[non_exhaustive]
 pub enum Response {
     /// The daemon's state.
-    Status(Status),
+    Status(Box<Status>),
     /// The request could not be served.
     Error {
         /// A stable, non-revealing reason.
@@ -49,6 +49,8 @@ pub struct Status {
     pub database: DatabaseStatus,
     /// The audit trail.
     pub audit: AuditStatus,
+    /// The secret store of tokens and data keys.
+    pub vault: VaultStatus,
     /// Connected accounts. Empty until integrations exist.
     pub integrations: Vec<IntegrationStatus>,
 }
@@ -98,6 +100,21 @@ pub struct AuditStatus {
     pub head_id: Option<i64>,
 }
 
+/// The vault part of [`Status`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VaultStatus {
+    /// `secret-service`, `pass` or `encrypted-table`.
+    pub backend: String,
+    /// What the backend is called in a sentence: `keyring`, `password store`, `vault table`.
+    pub noun: String,
+    /// `checking` until the first answer, then `ready`, `locked` or `unavailable`.
+    pub state: String,
+    /// Why it is unavailable.
+    pub reason: Option<String>,
+    /// When it entered this state, RFC 3339 in UTC.
+    pub since: Option<String>,
+}
+
 /// One connected account. Filled in once integrations exist.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IntegrationStatus {
@@ -114,11 +131,13 @@ impl Status {
         let version = db.server_version.as_deref().map(|v| format!(", PostgreSQL {v}"));
         let reach = if db.reachable { "" } else { " unreachable" };
         format!(
-            "{}; database {}{reach} ({}{}); {} integrations",
+            "{}; database {}{reach} ({}{}); {} {}; {} integrations",
             self.state.as_str(),
             db.name,
             db.mode,
             version.unwrap_or_default(),
+            self.vault.noun,
+            self.vault.state,
             self.integrations.len(),
         )
     }

@@ -149,7 +149,7 @@ async fn connection(stream: UnixStream, shared: Arc<Shared>) {
 
 async fn answer(shared: &Shared, request: Request) -> Response {
     match request {
-        Request::Status => Response::Status(shared.status().await),
+        Request::Status => Response::Status(Box::new(shared.status().await)),
     }
 }
 
