@@ -208,3 +208,26 @@ async fn pgcryptos_text_variant_refuses_binary_data_so_the_bytea_variant_is_the_
     assert_eq!(message, "Not text data", "{err}");
     assert_eq!(pgcrypto_decrypt(&client, id, &key).await.expect("bytea variant"), "a track");
 }
+
+#[tokio::test]
+async fn pgcrypto_reads_one_field_of_a_sealed_row_as_json() {
+    let client = database().await;
+    let key = key("google");
+    let fields = [("summary", "Dentist \"Dr. Ö\""), ("location", "Main St. 1\nSpringfield")];
+    let id = insert(&client, "google", &field::encrypt_fields(&key, &fields).expect("seal")).await;
+    let passphrase = key.export_passphrase();
+
+    let row = client
+        .query_one(
+            "SELECT convert_from(pgp_sym_decrypt_bytea(value, $2), 'UTF8')::jsonb ->> 'summary', \
+                    convert_from(pgp_sym_decrypt_bytea(value, $2), 'UTF8')::jsonb ->> 'location' \
+             FROM fields WHERE id = $1",
+            &[&id, &passphrase.expose_secret()],
+        )
+        .await
+        .expect("pgcrypto decrypts the row");
+
+    assert_eq!(row.get::<_, String>(0), fields[0].1);
+    assert_eq!(row.get::<_, String>(1), fields[1].1);
+    assert_wrong_key(pgcrypto_decrypt(&client, id, &self::key("google")).await);
+}
