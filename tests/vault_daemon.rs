@@ -128,3 +128,33 @@ fn without_a_session_bus_the_daemon_runs_and_names_the_missing_bus() {
     assert!(exit.success(), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn the_encrypted_table_vault_needs_its_master_key_to_start_and_then_reports_ready() {
+    let setup = Setup::external();
+    assert!(setup.init().status.success());
+    let key_file = setup.path().join("master-key");
+    let config = std::fs::read_to_string(&setup.config).expect("read the configuration");
+    setup.write_config(&format!(
+        "{config}\n[vault]\nbackend = \"encrypted-table\"\nmaster_key_file = \"{}\"\n",
+        key_file.display()
+    ));
+    // Commands that do not open the vault are not held up by it.
+    assert_eq!(setup.cli(&["status"]).status.code(), Some(3), "no daemon runs yet");
+
+    let daemon = setup.spawn_daemon(None, &[]);
+    let (status, _, stderr) = daemon.wait(Duration::from_secs(30));
+
+    assert_eq!(status.code(), Some(78), "a restart cannot fix a missing key: {stderr}");
+    assert!(stderr.contains("master-key"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    setup.write_file("master-key", format!("{}\n", "5a".repeat(32)).as_bytes());
+    let notify = NotifySocket::new();
+    let daemon = setup.spawn_daemon(Some(&notify), &[]);
+    notify.wait_for_line("READY=1", Duration::from_secs(30));
+    let status = wait_for_vault(&setup, "ready", Duration::from_secs(20));
+    assert_eq!(status["vault"]["backend"], "encrypted-table");
+    assert!(setup.cli_ok(&["status"]).contains("vault table ready"));
+    daemon.stop();
+}

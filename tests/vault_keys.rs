@@ -5,7 +5,8 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use datapunk_testkit::{SessionBus, journal};
@@ -19,6 +20,8 @@ struct Keys {
     setup: Setup,
     bus: SessionBus,
     gnupg: PathBuf,
+    /// The process id of every `datapunk` run, with its arguments.
+    runs: Mutex<Vec<(u32, Vec<String>, bool)>>,
 }
 
 impl Keys {
@@ -27,7 +30,7 @@ impl Keys {
         assert!(setup.init().status.success());
         let bus = SessionBus::start();
         let gnupg = setup.path().join("gnupg");
-        let keys = Self { setup, bus, gnupg };
+        let keys = Self { setup, bus, gnupg, runs: Mutex::new(Vec::new()) };
         let made = keys.command("mkdir").args(["-m", "700"]).arg(&keys.gnupg).output();
         assert!(made.expect("mkdir").status.success());
         keys
@@ -42,7 +45,28 @@ impl Keys {
     }
 
     fn datapunk(&self, args: &[&str]) -> Output {
-        self.command("datapunk").args(args).output().expect("run datapunk")
+        let child = self
+            .command("datapunk")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run datapunk");
+        let pid = child.id();
+        let output = child.wait_with_output().expect("wait for datapunk");
+        let args = args.iter().map(|arg| (*arg).to_owned()).collect();
+        self.runs.lock().expect("not poisoned").push((pid, args, output.status.success()));
+        output
+    }
+
+    /// The process ids of the successful runs whose arguments start with `prefix`.
+    fn pids(&self, prefix: &[&str]) -> Vec<u32> {
+        let prefix: Vec<String> = prefix.iter().map(|arg| (*arg).to_owned()).collect();
+        let runs = self.runs.lock().expect("not poisoned");
+        runs.iter()
+            .filter(|(_, args, success)| *success && args.starts_with(&prefix))
+            .map(|(pid, ..)| *pid)
+            .collect()
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -171,6 +195,16 @@ async fn keys_are_created_exported_for_pgcrypto_and_destroyed_with_every_step_au
         .expect("the row is still there");
     let spotify_key = keys.vault_key("spotify").await.expect("spotify's key is kept");
     assert!(field::decrypt(&spotify_key, row.get(0)).is_err(), "another key opened it");
+    // A new key for the integration does not bring the old rows back, in the daemon or in SQL.
+    keys.ok(&["keys", "create", "google"]);
+    let renewed = keys.vault_key("google").await.expect("the new key");
+    assert!(field::decrypt(&renewed, row.get(0)).is_err(), "the new key opened an old row");
+    let renewed_hex = keys.ok(&["keys", "export", "google", "--yes"]).trim().to_owned();
+    assert_ne!(renewed_hex, google);
+    let refused = admin.query_one(decrypt, &[&"google", &renewed_hex]).await;
+    let error = refused.expect_err("pgcrypto decrypted with the new key");
+    let message = error.as_db_error().map(|db| db.message().to_owned()).unwrap_or_default();
+    assert_eq!(message, "Wrong key or corrupt data", "{error:?}");
     let plain: String =
         admin.query_one(decrypt, &[&"spotify", &spotify]).await.expect("pgcrypto").get(0);
     assert_eq!(plain, "spotify secret event", "other integrations still decrypt");
@@ -190,16 +224,27 @@ async fn keys_are_created_exported_for_pgcrypto_and_destroyed_with_every_step_au
             ("key.exported", "google"),
             ("key.exported", "spotify"),
             ("key.destroyed", "google"),
+            ("key.created", "google"),
+            ("key.exported", "google"),
         ]
     );
     let text = serde_json::to_string(&events).expect("JSON");
-    for key in [&google, &spotify] {
+    for key in [&google, &spotify, &renewed_hex] {
         assert!(!text.contains(key.as_str()), "a key in the audit rows");
     }
-    let entries =
-        journal.wait_for(&[("DATAPUNK_ACTION", "key.exported")], 2, Duration::from_secs(10));
+    // Each successful export wrote its journald entry from its own process.
+    let exports = keys.pids(&["keys", "export"]);
+    assert_eq!(exports.len(), 3);
+    let mut entries = Vec::new();
+    for pid in &exports {
+        let pid = pid.to_string();
+        let matches = [("_PID", pid.as_str()), ("DATAPUNK_ACTION", "key.exported")];
+        entries.extend(journal.wait_for(&matches, 1, Duration::from_secs(10)));
+    }
     let entries = format!("{entries:?}");
-    assert!(!entries.contains(&google) && !entries.contains(&spotify), "a key in the journal");
+    for key in [&google, &spotify, &renewed_hex] {
+        assert!(!entries.contains(key.as_str()), "a key in the journal");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -230,8 +275,36 @@ async fn a_gpg_backup_brings_a_destroyed_key_back() {
     let again = keys.datapunk(&["keys", "backup", file_arg, "--recipient", &fingerprint]);
     assert!(!again.status.success(), "an existing file is not overwritten");
 
+    // A file merely wrapped in OpenPGP packets, not encrypted, could plant a key its maker
+    // knows: it is refused.
+    let planted = keys.setup.path().join("planted.json");
+    let known = "ab".repeat(32);
+    let bundle = format!(
+        "{{\"format\":\"datapunk-key-backup\",\"version\":1,\
+         \"created_at\":\"2026-12-03T10:00:00Z\",\"keys\":[{{\"integration\":\"zoom\",\
+         \"key\":\"{known}\"}}]}}"
+    );
+    fs::write(&planted, bundle).expect("write the planted file");
+    let wrapped = keys.setup.path().join("planted.gpg");
+    let wrap = keys
+        .command("gpg")
+        .arg("--batch")
+        .arg("--store")
+        .arg("-o")
+        .arg(&wrapped)
+        .arg(&planted)
+        .output();
+    assert!(wrap.expect("gpg --store").status.success());
+    let refused = keys.datapunk(&["keys", "restore", wrapped.to_str().expect("UTF-8"), "--yes"]);
+    assert!(!refused.status.success(), "an unencrypted backup was restored");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not an encrypted key backup"));
+    assert!(keys.vault_key("zoom").await.is_none(), "a planted key reached the vault");
+
     keys.ok(&["keys", "destroy", "google", "--yes"]);
-    let restored = keys.ok(&["keys", "restore", file_arg]);
+    let unconfirmed = keys.datapunk(&["keys", "restore", file_arg]);
+    assert!(!unconfirmed.status.success(), "restored without confirmation");
+    assert!(keys.vault_key("google").await.is_none());
+    let restored = keys.ok(&["keys", "restore", file_arg, "--yes"]);
 
     assert!(restored.contains("google: restored"), "{restored}");
     assert!(restored.contains("microsoft: the vault holds this key already"), "{restored}");
@@ -247,4 +320,28 @@ async fn a_gpg_backup_brings_a_destroyed_key_back() {
     let events = serde_json::to_string(&keys.key_events()).expect("JSON");
     assert!(events.contains(&fingerprint), "the backup row names its recipient");
     assert!(!events.contains(&google));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_is_not_created_or_destroyed_when_the_audit_trail_cannot_record_it() {
+    let keys = Keys::new();
+    keys.ok(&["keys", "create", "google"]);
+    // An anchor naming a row that does not match: the chain was tampered with, as far as
+    // Datapunk can tell, and nothing is appended past it.
+    let anchor = keys.setup.state_dir().join("audit-head");
+    let kept = fs::read(&anchor).expect("the anchor file");
+    fs::write(&anchor, format!("1 {}\n", "0".repeat(64))).expect("break the anchor");
+
+    for args in [&["keys", "destroy", "google", "--yes"][..], &["keys", "create", "zoom"]] {
+        let output = keys.datapunk(args);
+        assert!(!output.status.success(), "{args:?} went ahead");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("nothing was changed"), "{args:?}: {stderr}");
+    }
+    assert!(keys.vault_key("google").await.is_some(), "destroyed without a record");
+    assert!(keys.vault_key("zoom").await.is_none(), "created without a record");
+
+    fs::write(&anchor, kept).expect("restore the anchor");
+    keys.ok(&["keys", "destroy", "google", "--yes"]);
+    assert!(keys.vault_key("google").await.is_none());
 }

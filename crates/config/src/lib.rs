@@ -131,9 +131,46 @@ pub enum VaultBackend {
     /// `encrypted-table`: the PostgreSQL table sealed under a master key.
     EncryptedTable {
         /// Where the 256-bit master key is read from. Default: the systemd credential
-        /// `datapunk-master-key` when `$CREDENTIALS_DIRECTORY` is set.
-        master_key: SecretSource,
+        /// `datapunk-master-key`.
+        master_key: MasterKey,
     },
+}
+
+/// Where the master key of the `encrypted-table` vault is read from.
+///
+/// A credential is looked up only when the vault is opened, in the `$CREDENTIALS_DIRECTORY` of
+/// that moment: a unit with `LoadCredential=` has it, a shell does not, and commands that do
+/// not open the vault (`datapunk status`, `datapunk audit`) work in both.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MasterKey {
+    /// A file readable only by Datapunk's user.
+    File(PathBuf),
+    /// A systemd credential by name.
+    Credential(String),
+}
+
+impl MasterKey {
+    /// The default credential's name.
+    pub const DEFAULT_CREDENTIAL: &str = "datapunk-master-key";
+
+    /// The file to read now, given the process's `$CREDENTIALS_DIRECTORY`.
+    ///
+    /// # Errors
+    ///
+    /// A sentence saying what to do, when the key is a credential and `credentials_directory`
+    /// is `None`.
+    pub fn path(&self, credentials_directory: Option<&Path>) -> Result<PathBuf, String> {
+        match (self, credentials_directory) {
+            (Self::File(path), _) => Ok(path.clone()),
+            (Self::Credential(name), Some(dir)) => Ok(dir.join(name)),
+            (Self::Credential(name), None) => Err(format!(
+                "the master key is the systemd credential `{name}`, but CREDENTIALS_DIRECTORY \
+                 is not set: run this where the credential is loaded (the daemon's unit has \
+                 `LoadCredential=`; for a command, `systemd-run --pipe -p LoadCredential=...`), \
+                 or set `vault.master_key_file`"
+            )),
+        }
+    }
 }
 
 impl VaultBackend {

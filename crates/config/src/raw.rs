@@ -9,15 +9,13 @@ use toml::Spanned;
 
 use crate::error::sanitize;
 use crate::{
-    Config, ConfigError, Daemon, Database, DatabaseMode, Environment, Location, Log, SecretSource,
-    Tls, Vault, VaultBackend, join,
+    Config, ConfigError, Daemon, Database, DatabaseMode, Environment, Location, Log, MasterKey,
+    SecretSource, Tls, Vault, VaultBackend, join,
 };
 
 const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 const MAX_POOL: u32 = 64;
 const MAX_VAULT_TIMEOUT: u64 = 600;
-/// The systemd credential that holds the encrypted-table master key by default.
-const MASTER_KEY_CREDENTIAL: &str = "datapunk-master-key";
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -115,6 +113,11 @@ impl Source<'_> {
         if path.as_os_str().is_empty() {
             return Err(self.at(value, key, "must not be empty"));
         }
+        if path.as_os_str().as_encoded_bytes().first() == Some(&b'~') {
+            let problem = "`~` is not expanded here: write the full path, such as \
+                           \"/home/alice/...\", or a path relative to this file";
+            return Err(self.at(value, key, problem));
+        }
         if path.is_absolute() {
             return Ok(path.clone());
         }
@@ -143,7 +146,7 @@ pub(crate) fn parse(text: &str, path: &Path, env: &Environment) -> Result<Config
         },
     };
     let database = database(&src, &raw.database, env)?;
-    let vault = vault(&src, &raw.vault, env)?;
+    let vault = vault(&src, &raw.vault)?;
 
     Ok(Config { source: Some(path.to_path_buf()), daemon, log, database, vault })
 }
@@ -306,7 +309,7 @@ fn external(
     Ok(DatabaseMode::External { conninfo: conninfo.get_ref().clone(), password, tls })
 }
 
-fn vault(src: &Source<'_>, raw: &RawVault, env: &Environment) -> Result<Vault, ConfigError> {
+fn vault(src: &Source<'_>, raw: &RawVault) -> Result<Vault, ConfigError> {
     let timeout = match &raw.timeout_secs {
         Some(secs) if (1..=MAX_VAULT_TIMEOUT).contains(secs.get_ref()) => {
             Duration::from_secs(*secs.get_ref())
@@ -361,25 +364,13 @@ fn vault(src: &Source<'_>, raw: &RawVault, env: &Environment) -> Result<Vault, C
                     let problem = "set either `vault.master_key_file` or this, not both";
                     return Err(src.at(cred, "vault.master_key_credential", problem));
                 }
-                (Some(file), None) => {
-                    SecretSource::File(src.resolve(file, "vault.master_key_file")?)
-                }
-                (None, Some(cred)) => credential(src, cred, "vault.master_key_credential", env)?,
-                (None, None) => match &env.credentials_directory {
-                    Some(dir) => SecretSource::Credential {
-                        name: MASTER_KEY_CREDENTIAL.to_owned(),
-                        path: dir.join(MASTER_KEY_CREDENTIAL),
-                    },
-                    None => {
-                        let span = raw.backend.as_ref().map(Spanned::span);
-                        let problem = format!(
-                            "`vault.backend = \"encrypted-table\"` needs a master key: set \
-                             `vault.master_key_file`, or load the systemd credential \
-                             `{MASTER_KEY_CREDENTIAL}` (LoadCredential=)"
-                        );
-                        return Err(src.error(span, Some("vault.master_key_file"), problem));
-                    }
-                },
+                (Some(file), None) => MasterKey::File(src.resolve(file, "vault.master_key_file")?),
+                (None, Some(cred)) => MasterKey::Credential(credential_name(
+                    src,
+                    cred,
+                    "vault.master_key_credential",
+                )?),
+                (None, None) => MasterKey::Credential(MasterKey::DEFAULT_CREDENTIAL.to_owned()),
             };
             VaultBackend::EncryptedTable { master_key }
         }
@@ -387,12 +378,12 @@ fn vault(src: &Source<'_>, raw: &RawVault, env: &Environment) -> Result<Vault, C
     Ok(Vault { backend, timeout })
 }
 
-fn credential(
+/// Checks a credential's name: it becomes a file name inside the credentials directory.
+fn credential_name(
     src: &Source<'_>,
     name: &Spanned<String>,
     key: &str,
-    env: &Environment,
-) -> Result<SecretSource, ConfigError> {
+) -> Result<String, ConfigError> {
     let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
     let value = name.get_ref();
     if value.is_empty() || value.starts_with('.') || !value.chars().all(plain) {
@@ -402,6 +393,16 @@ fn credential(
             "must be a credential name (letters, digits, '-', '_', '.')",
         ));
     }
+    Ok(value.clone())
+}
+
+fn credential(
+    src: &Source<'_>,
+    name: &Spanned<String>,
+    key: &str,
+    env: &Environment,
+) -> Result<SecretSource, ConfigError> {
+    let value = credential_name(src, name, key)?;
     let Some(dir) = &env.credentials_directory else {
         let file_key = key.replace("_credential", "_file");
         let problem = format!(
@@ -410,7 +411,7 @@ fn credential(
         );
         return Err(src.at(name, key, problem));
     };
-    Ok(SecretSource::Credential { name: value.clone(), path: dir.join(value) })
+    Ok(SecretSource::Credential { path: dir.join(&value), name: value })
 }
 
 fn valid_identifier(name: &str) -> bool {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use datapunk_config::{
-    Config, ConfigError, DatabaseMode, EXAMPLE, Environment, Location, SecretSource, VaultBackend,
+    Config, ConfigError, DatabaseMode, EXAMPLE, Environment, Location, MasterKey, VaultBackend,
     locate,
 };
 
@@ -182,7 +182,7 @@ fn the_vault_backend_is_chosen_with_its_own_keys_and_others_are_refused() {
     let config = parse(text).expect("valid");
     assert_eq!(
         config.vault.backend,
-        VaultBackend::EncryptedTable { master_key: SecretSource::File("/k".into()) }
+        VaultBackend::EncryptedTable { master_key: MasterKey::File("/k".into()) }
     );
     assert_eq!(config.vault.timeout, Duration::from_secs(5));
 
@@ -202,26 +202,36 @@ fn the_vault_backend_is_chosen_with_its_own_keys_and_others_are_refused() {
 }
 
 #[test]
-fn the_encrypted_table_takes_its_master_key_from_the_credentials_directory_by_default() {
+fn the_encrypted_table_master_key_credential_is_looked_up_only_when_the_vault_opens() {
     let text = "[vault]\nbackend = \"encrypted-table\"\n";
-    let (location, key, problem) = invalid(text);
-    assert_eq!((location.line, key.as_deref()), (2, Some("vault.master_key_file")));
-    assert!(problem.contains("datapunk-master-key"), "{problem}");
-
-    let env = Environment { credentials_directory: Some("/run/credentials/d".into()), ..env() };
-    let config = Config::parse(text, Path::new("/c.toml"), &env).expect("valid");
+    // Loading works without CREDENTIALS_DIRECTORY: `datapunk status` in a shell must not fail
+    // because the daemon's credential is not loaded there.
+    let config = parse(text).expect("valid without a credentials directory");
     let VaultBackend::EncryptedTable { master_key } = config.vault.backend else {
         panic!("the encrypted table");
     };
-    assert_eq!(master_key.path(), Path::new("/run/credentials/d/datapunk-master-key"));
+    assert_eq!(master_key, MasterKey::Credential("datapunk-master-key".to_owned()));
+    let problem = master_key.path(None).expect_err("no credentials directory");
+    assert!(problem.contains("CREDENTIALS_DIRECTORY") && problem.contains("datapunk-master-key"));
+    assert!(problem.contains("vault.master_key_file"), "{problem}");
+    let dir = Path::new("/run/credentials/d");
+    assert_eq!(master_key.path(Some(dir)), Ok(dir.join("datapunk-master-key")));
 
     let named = "[vault]\nbackend = \"encrypted-table\"\nmaster_key_credential = \"mk\"\n";
-    let config = Config::parse(named, Path::new("/c.toml"), &env).expect("valid");
-    let VaultBackend::EncryptedTable { master_key } = config.vault.backend else {
+    let VaultBackend::EncryptedTable { master_key } = parse(named).expect("valid").vault.backend
+    else {
         panic!("the encrypted table");
     };
-    assert_eq!(master_key.path(), Path::new("/run/credentials/d/mk"));
-    let (_, key, problem) = invalid(named);
+    assert_eq!(master_key.path(Some(dir)), Ok(dir.join("mk")));
+    let bad = "[vault]\nbackend = \"encrypted-table\"\nmaster_key_credential = \"../x\"\n";
+    let (_, key, _) = invalid(bad);
     assert_eq!(key.as_deref(), Some("vault.master_key_credential"));
-    assert!(problem.contains("vault.master_key_file"), "{problem}");
+}
+
+#[test]
+fn a_path_starting_with_a_tilde_is_refused_with_a_hint() {
+    let (location, key, problem) =
+        invalid("[vault]\nbackend = \"pass\"\npass_store_dir = \"~/.password-store\"\n");
+    assert_eq!((location.line, key.as_deref()), (3, Some("vault.pass_store_dir")));
+    assert!(problem.contains("full path"), "{problem}");
 }

@@ -174,6 +174,13 @@ pub async fn run(config_path: Option<PathBuf>, level: LevelHandle) -> ExitCode {
 
     match serve(config, config_path, env, uid, level).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.is::<ConfigProblem>() => {
+            // A restart cannot fix this: the unit's RestartPreventExitStatus= stops retries.
+            tracing::error!(error = format!("{error:#}"), "datapunkd cannot start");
+            notify::status(&format!("failed: {error}"));
+            eprintln!("datapunkd: {error:#}");
+            ExitCode::from(EXIT_CONFIG)
+        }
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "datapunkd failed");
             notify::status(&format!("failed: {error}"));
@@ -234,7 +241,7 @@ async fn serve(
         Ok(vault) => Arc::new(vault),
         Err(error) => {
             database.close().await;
-            return Err(error);
+            return Err(ConfigProblem(format!("{error:#}")).into());
         }
     };
     // What opening the database recorded (a first start creates and migrates) counts too.
@@ -296,9 +303,12 @@ async fn serve(
     if let Err(error) = server.await {
         tracing::error!(%error, "control socket task failed");
     }
-    // The watcher leaves at its next await; one caught mid-append gets a moment to finish.
-    if tokio::time::timeout(VAULT_WATCH_BUDGET, vault_watch).await.is_err() {
+    // The watcher leaves at its next await; one caught mid-append gets a moment to finish,
+    // and is then cancelled, so that nothing is recorded after daemon.stop.
+    let mut vault_watch = vault_watch;
+    if tokio::time::timeout(VAULT_WATCH_BUDGET, &mut vault_watch).await.is_err() {
         tracing::warn!("the vault watcher did not stop in time");
+        vault_watch.abort();
     }
     if let Err(error) = std::fs::remove_file(&socket) {
         tracing::warn!(%error, "could not remove the control socket");
@@ -334,6 +344,12 @@ async fn shutdown(shared: Arc<Shared>) {
     shared.database.close().await;
     tracing::info!(uptime_secs = uptime, "datapunkd stopped");
 }
+
+/// A problem with the configured environment that restarting will not fix, such as an
+/// unreadable master key: the daemon exits with [`EXIT_CONFIG`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct ConfigProblem(String);
 
 /// How long shutdown waits for the vault watcher to leave.
 const VAULT_WATCH_BUDGET: std::time::Duration = std::time::Duration::from_millis(1000);

@@ -46,7 +46,12 @@ pub fn open(config: &Config, database: &Database) -> anyhow::Result<Vault> {
             ..PassOptions::default()
         }),
         VaultBackend::EncryptedTable { master_key } => {
-            let source = MasterKeySource::File(master_key.path().to_path_buf());
+            let env = datapunk_config::Environment::from_process();
+            let path =
+                master_key.path(env.credentials_directory.as_deref()).map_err(|problem| {
+                    anyhow::anyhow!("cannot open the encrypted-table vault: {problem}")
+                })?;
+            let source = MasterKeySource::File(path);
             Vault::encrypted_table(database.store().clone(), &source)
                 .context("cannot open the encrypted-table vault")?
         }

@@ -57,8 +57,15 @@ const PASSED_THROUGH: &[&str] = &[
     "XDG_RUNTIME_DIR",
 ];
 
-/// How many bytes of gpg's standard error go into an error.
+/// How many bytes of gpg's messages go into an error.
 const STDERR_TAIL: usize = 400;
+
+/// How much of gpg's standard error is kept: enough for the status lines of a decryption.
+const STDERR_KEPT: usize = 16 * 1024;
+
+/// The most gpg may write to standard output. A backup holds about 130 bytes per key, so this
+/// is room for thousands; more is not a backup (a compressed file can expand without limit).
+const MAX_OUTPUT: usize = 1024 * 1024;
 
 /// How to run gpg.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -179,13 +186,16 @@ pub async fn write(
         "--quiet",
         "--trust-model",
         "always",
+        // Recipients that gpg.conf adds (`encrypt-to`, `default-recipient`) would be readers of
+        // the backup nobody asked for.
+        "--no-encrypt-to",
         "--encrypt",
         "--recipient",
         &recipient.0,
         "--output",
         "-",
     ];
-    let ciphertext = run(gpg, &args, Some(&plaintext), "encrypt the key backup").await?;
+    let ciphertext = run(gpg, &args, Some(&plaintext), "encrypt the key backup").await?.stdout;
     let mut output = output;
     output.write_all(&ciphertext).map_err(BackupError::Io)?;
     output.sync_all().map_err(BackupError::Io)
@@ -194,47 +204,91 @@ pub async fn write(
 /// Decrypts the backup at `path` with gpg (which may ask for the secret key's passphrase) and
 /// returns the keys it holds.
 ///
+/// The file must be encrypted to a public key and pass its integrity check: gpg also "decrypts"
+/// a file that was merely wrapped in OpenPGP packets, unencrypted, and such a file could plant
+/// a key someone else knows. Anyone can still encrypt a file to the user's public key, so the
+/// caller shows which keys would be restored before it restores them.
+///
 /// # Errors
 ///
 /// [`BackupError::Gpg`] when gpg cannot decrypt it (no secret key, wrong passphrase, not an
-/// OpenPGP file); [`BackupError::Malformed`] when what it decrypts to is not a key backup.
+/// OpenPGP file); [`BackupError::NotEncrypted`]; [`BackupError::TooLarge`] when it decrypts to
+/// more than a backup could hold; [`BackupError::Malformed`], [`BackupError::InvalidEntry`] and
+/// [`BackupError::DuplicateIntegration`] when what it holds is not a usable key backup.
 pub async fn read(gpg: &GpgOptions, path: &Path) -> Result<Vec<DataKey>, BackupError> {
-    // After `--`, a file name starting with `-` is not taken for an option.
-    let args: [&std::ffi::OsStr; 6] = [
+    let max = MAX_OUTPUT.to_string();
+    // After `--`, a file name starting with `-` is not taken for an option. The status lines
+    // on standard error say whether the file was really decrypted.
+    let args: [&std::ffi::OsStr; 10] = [
         "--batch".as_ref(),
         "--no-tty".as_ref(),
         "--quiet".as_ref(),
+        "--status-fd".as_ref(),
+        "2".as_ref(),
+        "--max-output".as_ref(),
+        max.as_ref(),
         "--decrypt".as_ref(),
         "--".as_ref(),
         path.as_os_str(),
     ];
-    let plaintext = run(gpg, &args, None, "decrypt the key backup").await?;
-    let bundle: BundleIn =
-        serde_json::from_slice(&plaintext).map_err(|_| BackupError::Malformed)?;
+    let output = run(gpg, &args, None, "decrypt the key backup").await?;
+    let status: Vec<&str> =
+        output.stderr.lines().filter_map(|line| line.strip_prefix("[GNUPG:] ")).collect();
+    let has = |keyword: &str| status.iter().any(|line| line.split(' ').next() == Some(keyword));
+    if !(has("ENC_TO") && has("DECRYPTION_OKAY")) || has("DECRYPTION_FAILED") {
+        return Err(BackupError::NotEncrypted);
+    }
+    parse(&output.stdout)
+}
+
+/// The keys of a decrypted backup.
+fn parse(plaintext: &[u8]) -> Result<Vec<DataKey>, BackupError> {
+    let bundle: BundleIn = serde_json::from_slice(plaintext).map_err(|_| BackupError::Malformed)?;
     if bundle.format != FORMAT {
         return Err(BackupError::Malformed);
     }
     if bundle.version != VERSION {
         return Err(BackupError::UnsupportedVersion(bundle.version));
     }
-    bundle
-        .keys
-        .into_iter()
-        .map(|entry| {
-            let purpose = KeyPurpose::integration(entry.integration);
-            let key = SecretString::new(entry.key);
-            DataKey::from_export_passphrase(purpose, &key).map_err(|_| BackupError::Malformed)
-        })
-        .collect()
+    let mut keys: Vec<DataKey> = Vec::with_capacity(bundle.keys.len());
+    for (index, entry) in bundle.keys.into_iter().enumerate() {
+        let name = entry.integration;
+        let seen =
+            |key: &DataKey| matches!(key.purpose(), KeyPurpose::Integration(n) if *n == name);
+        if keys.iter().any(seen) {
+            return Err(BackupError::DuplicateIntegration(name));
+        }
+        let passphrase = SecretString::new(entry.key);
+        let key =
+            DataKey::from_export_passphrase(KeyPurpose::integration(name.clone()), &passphrase)
+                .map_err(|err| BackupError::InvalidEntry {
+                    number: index + 1,
+                    reason: err.to_string(),
+                })?;
+        keys.push(key);
+    }
+    Ok(keys)
 }
 
-/// Runs gpg with `args`, `stdin` as its standard input, and returns its standard output.
+/// What gpg wrote.
+struct Output {
+    /// Standard output, capped at [`MAX_OUTPUT`].
+    stdout: Zeroizing<Vec<u8>>,
+    /// The end of standard error, status lines included.
+    stderr: String,
+}
+
+/// Runs gpg with `args`, `stdin` as its standard input, and returns what it wrote. Standard
+/// output is read into a buffer allocated once and wiped when dropped; a gpg that writes more
+/// than [`MAX_OUTPUT`] is killed.
 async fn run<S: AsRef<std::ffi::OsStr>>(
     gpg: &GpgOptions,
     args: &[S],
     stdin: Option<&[u8]>,
     operation: &'static str,
-) -> Result<Zeroizing<Vec<u8>>, BackupError> {
+) -> Result<Output, BackupError> {
+    use tokio::io::AsyncReadExt as _;
+
     let mut command = Command::new(&gpg.program);
     command.env_clear();
     for name in PASSED_THROUGH {
@@ -257,7 +311,7 @@ async fn run<S: AsRef<std::ffi::OsStr>>(
         operation,
         reason: format!("cannot run {}: {err}", gpg.program.display()),
     })?;
-    let input = child.stdin.take();
+    let (input, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
     let feed = async {
         if let (Some(mut pipe), Some(bytes)) = (input, stdin) {
             // A gpg that exits early closes the pipe; its status then tells why.
@@ -265,20 +319,49 @@ async fn run<S: AsRef<std::ffi::OsStr>>(
             let _ = pipe.shutdown().await;
         }
     };
-    let (output, ()) = tokio::join!(child.wait_with_output(), feed);
-    let output = output.map_err(BackupError::Io)?;
-    let stdout = Zeroizing::new(output.stdout);
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let stderr = stderr.trim();
-        let start = stderr.len().saturating_sub(STDERR_TAIL);
-        let start = (start..=stderr.len()).find(|i| stderr.is_char_boundary(*i)).unwrap_or(0);
+    let read_stdout = async {
+        let mut buffer = Zeroizing::new(Vec::with_capacity(MAX_OUTPUT + 1));
+        if let Some(pipe) = stdout {
+            pipe.take(MAX_OUTPUT as u64 + 1).read_to_end(&mut buffer).await?;
+        }
+        Ok::<_, std::io::Error>(buffer)
+    };
+    let read_stderr = async {
+        // All of it is read, so that gpg never blocks on a full pipe; only the end is kept.
+        let mut tail = Vec::new();
+        let mut chunk = [0u8; 4096];
+        if let Some(mut pipe) = stderr {
+            while let Ok(read @ 1..) = pipe.read(&mut chunk).await {
+                tail.extend_from_slice(&chunk[..read]);
+                if tail.len() > STDERR_KEPT {
+                    tail.drain(..tail.len() - STDERR_KEPT);
+                }
+            }
+        }
+        tail
+    };
+    let (stdout, stderr, ()) = tokio::join!(read_stdout, read_stderr, feed);
+    let stdout = stdout.map_err(BackupError::Io)?;
+    if stdout.len() > MAX_OUTPUT {
+        // Dropping the child kills it.
+        return Err(BackupError::TooLarge);
+    }
+    let status = child.wait().await.map_err(BackupError::Io)?;
+    let stderr = String::from_utf8_lossy(&stderr).into_owned();
+    if !status.success() {
+        // The status lines are for this code; people get gpg's own messages.
+        let messages: Vec<&str> =
+            stderr.lines().filter(|line| !line.starts_with("[GNUPG:] ")).collect();
+        let messages = messages.join("\n");
+        let messages = messages.trim();
+        let start = messages.len().saturating_sub(STDERR_TAIL);
+        let start = (start..=messages.len()).find(|i| messages.is_char_boundary(*i)).unwrap_or(0);
         return Err(BackupError::Gpg {
             operation,
-            reason: format!("gpg exited with {}: {}", output.status, &stderr[start..]),
+            reason: format!("gpg exited with {status}: {}", &messages[start..]),
         });
     }
-    Ok(stdout)
+    Ok(Output { stdout, stderr })
 }
 
 /// Why a key backup could not be written or read. No variant carries key material.
@@ -305,6 +388,27 @@ pub enum BackupError {
     /// The decrypted content is not a Datapunk key backup.
     #[error("the file decrypts, but not to a Datapunk key backup")]
     Malformed,
+    /// The file was not encrypted to a public key with integrity protection, as every backup
+    /// Datapunk writes is; its keys could be known to whoever made it.
+    #[error(
+        "the file is not an encrypted key backup (gpg did not decrypt it with a secret key and \
+         an intact integrity check); nothing was restored"
+    )]
+    NotEncrypted,
+    /// gpg wrote more than a backup can hold.
+    #[error("the file decrypts to more than 1 MiB, which no key backup is; nothing was restored")]
+    TooLarge,
+    /// One entry cannot be a data key.
+    #[error("entry {number} of the key backup is not usable: {reason}; nothing was restored")]
+    InvalidEntry {
+        /// Its position, from 1.
+        number: usize,
+        /// Why.
+        reason: String,
+    },
+    /// Two entries are for the same integration.
+    #[error("the key backup holds two keys for integration {0:?}; nothing was restored")]
+    DuplicateIntegration(String),
     /// The backup was written by a newer Datapunk.
     #[error("the key backup has version {0}, newer than this Datapunk reads; upgrade Datapunk")]
     UnsupportedVersion(u32),
@@ -328,6 +432,39 @@ mod tests {
         for bad in ["", "89ABCDEF01234567", "alice@example.org", &"g".repeat(40), &"a".repeat(41)] {
             assert!(bad.parse::<Fingerprint>().is_err(), "{bad}");
         }
+    }
+
+    fn bundle(entries: &[(&str, &str)]) -> Vec<u8> {
+        let keys: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|(integration, key)| serde_json::json!({ "integration": integration, "key": key }))
+            .collect();
+        serde_json::to_vec(&serde_json::json!({
+            "format": FORMAT, "version": VERSION, "created_at": "2026-12-03T10:00:00Z", "keys": keys,
+        }))
+        .expect("JSON")
+    }
+
+    #[test]
+    fn a_backup_is_read_back_and_bad_entries_are_named_without_their_keys() {
+        let (a, b) = ("ab".repeat(32), "cd".repeat(32));
+        let keys = parse(&bundle(&[("google", &a), ("spotify", &b)])).expect("a backup");
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[1].purpose(), &KeyPurpose::integration("spotify"));
+        assert_eq!(keys[0].export_passphrase().expose_secret(), a);
+
+        let err = parse(&bundle(&[("google", &a), ("google", &b)])).expect_err("twice");
+        assert!(matches!(err, BackupError::DuplicateIntegration(ref n) if n == "google"), "{err}");
+        let err = parse(&bundle(&[("google", &a), ("../Evil", &b)])).expect_err("bad name");
+        assert!(matches!(err, BackupError::InvalidEntry { number: 2, .. }), "{err}");
+        let err = parse(&bundle(&[("google", "0123")])).expect_err("short key");
+        assert!(err.to_string().contains("entry 1"), "{err}");
+        assert!(!err.to_string().contains("0123"), "{err}");
+        assert!(matches!(parse(b"{\"format\": \"other\"}"), Err(BackupError::Malformed)));
+        let newer = String::from_utf8(bundle(&[]))
+            .expect("UTF-8")
+            .replace(&format!("\"version\":{VERSION}"), "\"version\":99");
+        assert!(matches!(parse(newer.as_bytes()), Err(BackupError::UnsupportedVersion(99))));
     }
 
     #[test]

@@ -161,11 +161,17 @@ pub type Fields = BTreeMap<String, String>;
 ///
 /// # Errors
 ///
-/// [`FieldError::DuplicateName`] when two fields share a name; otherwise as [`encrypt`].
+/// [`FieldError::DuplicateName`] when two fields share a name; [`FieldError::Nul`] when a name
+/// or a text holds U+0000, which PostgreSQL's text and JSON types refuse (a connector strips
+/// it first); otherwise as [`encrypt`].
 pub fn encrypt_fields(key: &DataKey, fields: &[(&str, &str)]) -> Result<Vec<u8>, FieldError> {
-    for (i, (name, _)) in fields.iter().enumerate() {
+    for (i, (name, text)) in fields.iter().enumerate() {
         if fields[..i].iter().any(|(other, _)| other == name) {
             return Err(FieldError::DuplicateName((*name).to_owned()));
+        }
+        // PostgreSQL's text and JSON types cannot hold U+0000, so SQL could not read the row.
+        if name.contains('\0') || text.contains('\0') {
+            return Err(FieldError::Nul((*name).replace('\0', "\\0")));
         }
     }
     // Sized once, so that no reallocation leaves a copy of the plaintext behind: each field
@@ -288,6 +294,9 @@ pub enum FieldError {
     /// Two fields of one row were given the same name.
     #[error("two fields are named {0:?}; a row's fields need distinct names")]
     DuplicateName(String),
+    /// A field's name or text holds U+0000, which PostgreSQL's text and JSON cannot store.
+    #[error("field {0:?} holds a NUL character, which PostgreSQL's text cannot store")]
+    Nul(String),
     /// The message decrypted, but not to a JSON object of text fields.
     #[error("the stored value is not a row's fields (a JSON object of text)")]
     NotFields,
@@ -417,11 +426,11 @@ mod tests {
     fn a_rows_fields_round_trip_in_one_message() {
         let key = key("google");
         let fields =
-            [("summary", "Dentist \"Dr. Ö\"\n"), ("location", ""), ("notes", "\u{0}\u{7f}")];
+            [("summary", "Dentist \"Dr. Ö\"\n"), ("location", ""), ("notes", "\u{1}\u{7f}")];
 
         let message = encrypt_fields(&key, &fields).expect("encrypt");
         let back = decrypt_fields(&key, &message).expect("decrypt");
-        let worst = [("\"\\", "\u{1}\u{1f}\u{0}\"\\\n")];
+        let worst = [("\"\\", "\u{1}\u{1f}\u{2}\"\\\n")];
         let worst_back = decrypt_fields(&key, &encrypt_fields(&key, &worst).expect("encrypt"));
         assert_eq!(worst_back.expect("decrypt")["\"\\"], worst[0].1);
 
@@ -440,6 +449,9 @@ mod tests {
 
         let err = encrypt_fields(&key, &[("a", "1"), ("b", "2"), ("a", "3")]).expect_err("dup");
         assert!(matches!(err, FieldError::DuplicateName(ref name) if name == "a"), "{err}");
+        let err = encrypt_fields(&key, &[("notes", "a\0SECRET")]).expect_err("NUL");
+        assert!(matches!(err, FieldError::Nul(ref name) if name == "notes"), "{err}");
+        assert!(!err.to_string().contains("SECRET"), "{err}");
         for text in ["plain", "[1]", "{\"a\": 1}"] {
             let message = encrypt_str(&key, text).expect("encrypt");
             let err = decrypt_fields(&key, &message).expect_err("not fields");

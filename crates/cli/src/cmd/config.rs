@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use clap::Subcommand;
-use datapunk_config::{DatabaseMode, EXAMPLE};
+use datapunk_config::{DatabaseMode, EXAMPLE, MasterKey, VaultBackend};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ConfigCommand {
@@ -48,6 +48,32 @@ pub(crate) fn run(path: Option<&Path>, command: ConfigCommand) -> anyhow::Result
                     }
                     println!("  tls           {}", if tls.enabled { "required" } else { "off" });
                 }
+            }
+            let vault = &config.vault;
+            println!(
+                "  vault         {} (timeout {} s)",
+                vault.backend.name(),
+                vault.timeout.as_secs()
+            );
+            match &vault.backend {
+                VaultBackend::SecretService => {}
+                VaultBackend::Pass { store_dir, gnupg_home } => {
+                    let or_default = |dir: &Option<std::path::PathBuf>, default: &str| {
+                        dir.as_ref().map_or(default.to_owned(), |d| d.display().to_string())
+                    };
+                    let store = or_default(store_dir, "$PASSWORD_STORE_DIR or ~/.password-store");
+                    println!("  pass store    {store}");
+                    println!(
+                        "  gnupg home    {}",
+                        or_default(gnupg_home, "$GNUPGHOME or ~/.gnupg")
+                    );
+                }
+                VaultBackend::EncryptedTable { master_key } => match master_key {
+                    MasterKey::File(path) => println!("  master key    {}", path.display()),
+                    MasterKey::Credential(name) => {
+                        println!("  master key    systemd credential {name}");
+                    }
+                },
             }
             Ok(())
         }

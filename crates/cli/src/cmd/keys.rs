@@ -3,7 +3,8 @@
 //! Every command that creates, reveals, copies or destroys a key is audited (`key.created`,
 //! `key.exported`, `key.backup`, `key.restored`, `key.destroyed`); the rows and journal entries
 //! name the integration, never the key. An export is recorded before the key is printed, so
-//! that no key leaves unrecorded.
+//! that no key leaves unrecorded; the other changes first check that the audit trail can be
+//! written, and an event that still fails to be recorded goes to journald.
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -16,7 +17,7 @@ use datapunk_daemon::audit::{Auditor, event};
 use datapunk_daemon::database::Database;
 use datapunk_store::Role;
 use datapunk_store::audit::{Event, Outcome};
-use datapunk_vault::backend::{ItemKind, Vault};
+use datapunk_vault::backend::{BackendKind, ItemKind, Vault};
 use datapunk_vault::backup::{self, Fingerprint, GpgOptions};
 use datapunk_vault::key::{DataKey, KeyPurpose};
 use serde_json::json;
@@ -54,6 +55,9 @@ pub(crate) enum KeysCommand {
     Restore {
         /// A file written by `datapunk keys backup`.
         file: PathBuf,
+        /// Do not ask for confirmation (needed when standard input is not a terminal).
+        #[arg(long)]
+        yes: bool,
     },
     /// Destroy an integration's data key: its encrypted fields become unreadable for good, in
     /// the database and in every database backup.
@@ -86,10 +90,32 @@ impl Context {
         }
     }
 
-    async fn record(&self, event: &Event, message: &str) -> anyhow::Result<()> {
+    /// Checks that an event can be recorded, before a change that must be: the database is
+    /// reachable and the audit chain still matches its anchor.
+    async fn preflight(&self) -> anyhow::Result<()> {
+        let client = self.database.store().client().await?;
+        self.auditor
+            .check_anchor(&client)
+            .await
+            .context("the audit trail cannot be written, so nothing was changed")?;
+        Ok(())
+    }
+
+    /// Records `event` for something about to happen, which must not happen when this fails.
+    async fn record_first(&self, event: &Event, message: &str) -> anyhow::Result<()> {
         let client = self.database.store().client().await?;
         self.auditor.record(&client, event, message).await?;
         Ok(())
+    }
+
+    /// Records `event` for something that happened; when that fails, it still goes to
+    /// journald, and the error is returned.
+    async fn record(&self, event: &Event, message: &str) -> anyhow::Result<()> {
+        let recorded = self.record_first(event, message).await;
+        if recorded.is_err() {
+            self.auditor.journal_only(event, message);
+        }
+        recorded
     }
 }
 
@@ -104,7 +130,7 @@ pub(crate) async fn run(path: Option<&Path>, command: KeysCommand) -> anyhow::Re
             let recipient: Fingerprint = recipient.parse()?;
             backup(&context, &file, &recipient).await
         }
-        KeysCommand::Restore { file } => restore(&context, &file).await,
+        KeysCommand::Restore { file, yes } => restore(&context, &file, yes).await,
         KeysCommand::Destroy { integration, yes } => destroy(&context, &integration, yes).await,
     };
     context.database.close().await;
@@ -153,6 +179,7 @@ async fn list(context: &Context, json: bool) -> anyhow::Result<()> {
 
 async fn create(context: &Context, integration: &str) -> anyhow::Result<()> {
     let key = DataKey::generate(KeyPurpose::integration(integration))?;
+    context.preflight().await?;
     context.vault.put_data_key(&key).await?;
     let details = json!({ "backend": context.vault.kind().as_str() });
     context
@@ -175,12 +202,12 @@ async fn export(context: &Context, integration: &str, yes: bool) -> anyhow::Resu
          destroying the key will no longer shred what they copied. Keep it out of shell \
          history, logs and chats."
     );
-    confirm(yes, integration, "export")?;
+    confirm(yes, integration, &format!("export the data key of {integration}"))?;
 
     // Recorded first: a key is never shown without a row saying so.
     let details = json!({ "backend": context.vault.kind().as_str(), "to": "stdout" });
     context
-        .record(&key_event("key.exported", Some(integration), details), "data key exported")
+        .record_first(&key_event("key.exported", Some(integration), details), "data key exported")
         .await
         .context("the export could not be recorded in the audit trail, so the key is not shown")?;
     let passphrase = key.export_passphrase();
@@ -201,6 +228,7 @@ async fn backup(context: &Context, file: &Path, recipient: &Fingerprint) -> anyh
     if keys.is_empty() {
         anyhow::bail!("the {} vault holds no data keys to back up", context.vault.kind());
     }
+    context.preflight().await?;
     let output = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -239,8 +267,26 @@ async fn backup(context: &Context, file: &Path, recipient: &Fingerprint) -> anyh
     Ok(())
 }
 
-async fn restore(context: &Context, file: &Path) -> anyhow::Result<()> {
+async fn restore(context: &Context, file: &Path, yes: bool) -> anyhow::Result<()> {
     let keys = backup::read(&GpgOptions::default(), file).await?;
+    let names: Vec<&str> = keys
+        .iter()
+        .filter_map(|key| match key.purpose() {
+            KeyPurpose::Integration(name) => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    // Anyone can encrypt a file to your public key: say what it holds before taking it in.
+    eprintln!(
+        "the backup holds data keys for: {}. Restore only a backup you made yourself: data \
+         encrypted under a key from someone else's file is readable by them.",
+        names.join(", ")
+    );
+    confirm(yes, "restore", "restore these keys")?;
+    context.preflight().await?;
+
+    let file_name = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+    let file_name = file_name.display().to_string();
     let mut differing = Vec::new();
     for key in keys {
         let KeyPurpose::Integration(name) = key.purpose().clone() else { continue };
@@ -256,7 +302,7 @@ async fn restore(context: &Context, file: &Path) -> anyhow::Result<()> {
                 context.vault.put_data_key(&key).await?;
                 let details = json!({
                     "backend": context.vault.kind().as_str(),
-                    "file": std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf()),
+                    "file": file_name,
                 });
                 context
                     .record(&key_event("key.restored", Some(&name), details), "data key restored")
@@ -285,7 +331,20 @@ async fn destroy(context: &Context, integration: &str, yes: bool) -> anyhow::Res
          unreadable for good, in the database and in every backup of it, unless a key backup \
          (`datapunk keys backup`) still holds the key."
     );
-    confirm(yes, integration, "destroy")?;
+    match context.vault.kind() {
+        BackendKind::SecretService => {}
+        BackendKind::Pass => eprintln!(
+            "note: if your password store is a git repository, its history keeps the key \
+             (encrypted to your GnuPG key) until you rewrite it."
+        ),
+        BackendKind::EncryptedTable => eprintln!(
+            "note: copies of the vault table in PostgreSQL's WAL, base backups or file-system \
+             snapshots keep the key, sealed under the master key; `pg_dump` backups made as \
+             datapunk_backup do not hold it."
+        ),
+    }
+    confirm(yes, integration, &format!("destroy the data key of {integration}"))?;
+    context.preflight().await?;
 
     let destroyed = context.vault.delete_data_key(integration).await?;
     let details = json!({ "backend": context.vault.kind().as_str() });
@@ -299,19 +358,19 @@ async fn destroy(context: &Context, integration: &str, yes: bool) -> anyhow::Res
     Ok(())
 }
 
-/// Asks the person to type the integration's name, unless `yes`; without a terminal to ask
-/// on, `--yes` is required.
-fn confirm(yes: bool, integration: &str, verb: &str) -> anyhow::Result<()> {
+/// Asks the person to type `word` to go on with `action`, unless `yes`; without a terminal to
+/// ask on, `--yes` is required.
+fn confirm(yes: bool, word: &str, action: &str) -> anyhow::Result<()> {
     if yes {
         return Ok(());
     }
     if !std::io::stdin().is_terminal() {
-        anyhow::bail!("refusing to {verb} the key without a terminal to confirm on; add --yes");
+        anyhow::bail!("refusing to {action} without a terminal to confirm on; add --yes");
     }
-    eprint!("type `{integration}` to {verb} its data key: ");
+    eprint!("type `{word}` to {action}: ");
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer).context("cannot read the answer")?;
-    if answer.trim() != integration {
+    if answer.trim() != word {
         anyhow::bail!("not confirmed; nothing was done");
     }
     Ok(())
