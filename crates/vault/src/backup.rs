@@ -232,13 +232,24 @@ pub async fn read(gpg: &GpgOptions, path: &Path) -> Result<Vec<DataKey>, BackupE
         path.as_os_str(),
     ];
     let output = run(gpg, &args, None, "decrypt the key backup").await?;
-    let status: Vec<&str> =
-        output.stderr.lines().filter_map(|line| line.strip_prefix("[GNUPG:] ")).collect();
-    let has = |keyword: &str| status.iter().any(|line| line.split(' ').next() == Some(keyword));
-    if !(has("ENC_TO") && has("DECRYPTION_OKAY")) || has("DECRYPTION_FAILED") {
+    if !decrypted_with_secret_key(&output.stderr) {
         return Err(BackupError::NotEncrypted);
     }
     parse(&output.stdout)
+}
+
+/// Whether gpg's status lines show a decryption with one of the user's secret keys that passed
+/// its integrity check. `ENC_TO` alone is not enough: it names any recipient, and a file may
+/// also carry a passphrase-encrypted session key, which whoever made it knows.
+fn decrypted_with_secret_key(stderr: &str) -> bool {
+    let status: Vec<&str> =
+        stderr.lines().filter_map(|line| line.strip_prefix("[GNUPG:] ")).collect();
+    let has = |keyword: &str| status.iter().any(|line| line.split(' ').next() == Some(keyword));
+    has("DECRYPTION_KEY")
+        && has("DECRYPTION_OKAY")
+        && !has("NEED_PASSPHRASE_SYM")
+        && !has("DECRYPTION_FAILED")
+        && !has("BADMDC")
 }
 
 /// The keys of a decrypted backup.
@@ -297,6 +308,13 @@ async fn run<S: AsRef<std::ffi::OsStr>>(
         }
     }
     command.env("LC_MESSAGES", "C");
+    // gpg's standard input is a pipe or nothing, so a terminal pinentry can find the person's
+    // terminal only through GPG_TTY: lend it ours when the shell has not set it.
+    if std::env::var_os("GPG_TTY").is_none()
+        && let Some(tty) = terminal_of_stdin()
+    {
+        command.env("GPG_TTY", tty);
+    }
     if let Some(home) = &gpg.gnupg_home {
         command.env("GNUPGHOME", home);
     }
@@ -362,6 +380,16 @@ async fn run<S: AsRef<std::ffi::OsStr>>(
         });
     }
     Ok(Output { stdout, stderr })
+}
+
+/// The terminal this process reads from, if its standard input is one.
+fn terminal_of_stdin() -> Option<PathBuf> {
+    use std::io::IsTerminal as _;
+
+    if !std::io::stdin().is_terminal() {
+        return None;
+    }
+    std::fs::read_link("/proc/self/fd/0").ok().filter(|path| path.starts_with("/dev/"))
 }
 
 /// Why a key backup could not be written or read. No variant carries key material.
@@ -465,6 +493,31 @@ mod tests {
             .expect("UTF-8")
             .replace(&format!("\"version\":{VERSION}"), "\"version\":99");
         assert!(matches!(parse(newer.as_bytes()), Err(BackupError::UnsupportedVersion(99))));
+    }
+
+    #[test]
+    fn only_a_decryption_with_a_secret_key_counts() {
+        let public_key = "[GNUPG:] ENC_TO 1122334455667788 1 0\n\
+                          [GNUPG:] DECRYPTION_KEY AAAA BBBB u\n\
+                          [GNUPG:] BEGIN_DECRYPTION\n\
+                          [GNUPG:] DECRYPTION_INFO 2 9 0\n\
+                          [GNUPG:] PLAINTEXT 62 0\n\
+                          [GNUPG:] DECRYPTION_OKAY\n\
+                          [GNUPG:] GOODMDC\n\
+                          [GNUPG:] END_DECRYPTION\n";
+        assert!(decrypted_with_secret_key(public_key));
+
+        // A passphrase opened it, though it names a recipient too.
+        let symmetric = format!("[GNUPG:] NEED_PASSPHRASE_SYM 9 3 2\n{public_key}")
+            .replace("[GNUPG:] DECRYPTION_KEY AAAA BBBB u\n", "");
+        assert!(!decrypted_with_secret_key(&symmetric));
+        let both = format!("[GNUPG:] NEED_PASSPHRASE_SYM 9 3 2\n{public_key}");
+        assert!(!decrypted_with_secret_key(&both));
+        // Merely wrapped (`gpg --store`): no decryption at all.
+        assert!(!decrypted_with_secret_key("[GNUPG:] PLAINTEXT 62 0\n"));
+        let failed = public_key.replace("DECRYPTION_OKAY", "DECRYPTION_FAILED");
+        assert!(!decrypted_with_secret_key(&failed));
+        assert!(!decrypted_with_secret_key("gpg: DECRYPTION_KEY DECRYPTION_OKAY\n"));
     }
 
     #[test]

@@ -332,7 +332,10 @@ async fn destroy(context: &Context, integration: &str, yes: bool) -> anyhow::Res
          (`datapunk keys backup`) still holds the key."
     );
     match context.vault.kind() {
-        BackendKind::SecretService => {}
+        BackendKind::SecretService => eprintln!(
+            "note: copies of the keyring file (~/.local/share/keyrings/) in home-directory \
+             backups or snapshots keep the key, protected by the keyring's password."
+        ),
         BackendKind::Pass => eprintln!(
             "note: if your password store is a git repository, its history keeps the key \
              (encrypted to your GnuPG key) until you rewrite it."

@@ -34,9 +34,9 @@ pub(crate) async fn run(path: Option<&Path>, json: bool) -> anyhow::Result<()> {
     let version = db.server_version.as_deref().map(|v| format!(", PostgreSQL {v}"));
     let reach = if db.reachable { "reachable" } else { "UNREACHABLE" };
     println!("  database      {} ({}{}) {reach}", db.name, db.mode, version.unwrap_or_default());
-    let head = status.audit.head_id.map_or_else(|| "-".to_owned(), |id| format!("#{id}"));
+    let last = status.audit.head_id.map_or_else(|| "-".to_owned(), |id| format!("#{id}"));
     println!(
-        "  audit         {} events since start, head {head}",
+        "  audit         {} events recorded by datapunkd since start, its last {last}",
         status.audit.recorded_since_start
     );
     let vault = &status.vault;
