@@ -1,0 +1,13 @@
+//! Datapunk's OAuth 2.0 client.
+//!
+//! - [`provider`]: Google, Microsoft and Spotify, their datasets with the narrowest read-only
+//!   scopes that serve them, and their documented endpoints.
+//! - [`authorize`]: the authorization code flow with PKCE (`S256`) and a random `state`, and
+//!   the checks on the redirect that comes back.
+//! - [`loopback`]: the listener on `127.0.0.1` that receives that redirect (RFC 8252).
+//! - [`grant`]: which datasets a grant covers, from the scopes the provider granted.
+
+pub mod authorize;
+pub mod grant;
+pub mod loopback;
+pub mod provider;
