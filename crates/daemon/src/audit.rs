@@ -115,8 +115,28 @@ impl Auditor {
         event: &Event,
         message: &str,
     ) -> Result<Appended, AuditError> {
-        self.check_anchor(client).await?;
-        let appended = audit::append(client, self.uid, event).await.map_err(AuditError::Append)?;
+        // The append and the anchor check form one transaction: the append takes the audit
+        // table's lock (held to the commit), and the check then runs with nobody able to
+        // rewrite the chain in between. Checking first and appending after would let a
+        // rebuild slip between the two and be buried under the new row.
+        client.batch_execute("BEGIN").await.map_err(|e| AuditError::Append(e.into()))?;
+        let appended = async {
+            let appended =
+                audit::append(client, self.uid, event).await.map_err(AuditError::Append)?;
+            self.check_anchor(client).await?;
+            client.batch_execute("COMMIT").await.map_err(|e| AuditError::Append(e.into()))?;
+            Ok(appended)
+        }
+        .await;
+        let appended = match appended {
+            Ok(appended) => appended,
+            Err(error) => {
+                // A failed ROLLBACK leaves nothing to undo: the connection is then broken and
+                // the server drops the transaction with it.
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(error);
+            }
+        };
 
         match self.anchor.record(&appended) {
             Ok(_) => self.anchored.store(true, Ordering::Release),

@@ -6,8 +6,11 @@
 //!   the checks on the redirect that comes back.
 //! - [`loopback`]: the listener on `127.0.0.1` that receives that redirect (RFC 8252).
 //! - [`grant`]: which datasets a grant covers, from the scopes the provider granted.
+//! - [`token`]: the one HTTP client for provider traffic, exchanging codes and refreshing
+//!   tokens, and what each failure means for the caller.
 
 pub mod authorize;
 pub mod grant;
 pub mod loopback;
 pub mod provider;
+pub mod token;
