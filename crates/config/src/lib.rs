@@ -40,6 +40,26 @@ pub struct Config {
     pub database: Database,
     /// Where OAuth tokens and data keys are kept.
     pub vault: Vault,
+    /// The OAuth clients, by provider name (`google`, `microsoft`, `spotify`).
+    pub providers: std::collections::BTreeMap<String, ProviderSettings>,
+}
+
+/// A `[providers.NAME]` table: the OAuth client registered with a provider, and endpoints that
+/// replace the provider's documented ones (for the provider sandbox or a self-hosted service).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderSettings {
+    /// The OAuth client id.
+    pub client_id: String,
+    /// Where the client secret is read from, for clients that have one.
+    pub client_secret: Option<SecretRef>,
+    /// The authorization endpoint; `None` keeps the provider's.
+    pub authorize_url: Option<String>,
+    /// The token endpoint; `None` keeps the provider's.
+    pub token_url: Option<String>,
+    /// The revocation endpoint; `None` keeps the provider's (if it has one).
+    pub revoke_url: Option<String>,
+    /// The data API's base URL; `None` keeps the provider's.
+    pub api_base: Option<String>,
 }
 
 /// The `[daemon]` table.
@@ -132,45 +152,8 @@ pub enum VaultBackend {
     EncryptedTable {
         /// Where the 256-bit master key is read from. Default: the systemd credential
         /// `datapunk-master-key`.
-        master_key: MasterKey,
+        master_key: SecretRef,
     },
-}
-
-/// Where the master key of the `encrypted-table` vault is read from.
-///
-/// A credential is looked up only when the vault is opened, in the `$CREDENTIALS_DIRECTORY` of
-/// that moment: a unit with `LoadCredential=` has it, a shell does not, and commands that do
-/// not open the vault (`datapunk status`, `datapunk audit`) work in both.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MasterKey {
-    /// A file readable only by Datapunk's user.
-    File(PathBuf),
-    /// A systemd credential by name.
-    Credential(String),
-}
-
-impl MasterKey {
-    /// The default credential's name.
-    pub const DEFAULT_CREDENTIAL: &str = "datapunk-master-key";
-
-    /// The file to read now, given the process's `$CREDENTIALS_DIRECTORY`.
-    ///
-    /// # Errors
-    ///
-    /// A sentence saying what to do, when the key is a credential and `credentials_directory`
-    /// is `None`.
-    pub fn path(&self, credentials_directory: Option<&Path>) -> Result<PathBuf, String> {
-        match (self, credentials_directory) {
-            (Self::File(path), _) => Ok(path.clone()),
-            (Self::Credential(name), Some(dir)) => Ok(dir.join(name)),
-            (Self::Credential(name), None) => Err(format!(
-                "the master key is the systemd credential `{name}`, but CREDENTIALS_DIRECTORY \
-                 is not set: run this where the credential is loaded (the daemon's unit has \
-                 `LoadCredential=`; for a command, `systemd-run --pipe -p LoadCredential=...`), \
-                 or set `vault.master_key_file`"
-            )),
-        }
-    }
 }
 
 impl VaultBackend {
@@ -180,6 +163,49 @@ impl VaultBackend {
             Self::SecretService => "secret-service",
             Self::Pass { .. } => "pass",
             Self::EncryptedTable { .. } => "encrypted-table",
+        }
+    }
+}
+
+/// The systemd credential that holds the `encrypted-table` master key by default.
+pub const MASTER_KEY_CREDENTIAL: &str = "datapunk-master-key";
+
+/// Where a secret that the configuration names is read from: the `encrypted-table` master key
+/// or a provider's client secret.
+///
+/// A credential is looked up only when the secret is needed, in the `$CREDENTIALS_DIRECTORY`
+/// of that moment: a unit with `LoadCredential=` has it, a shell does not, and commands that
+/// need no such secret (`datapunk status`, `datapunk audit`) work in both.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretRef {
+    /// A file readable only by Datapunk's user.
+    File(PathBuf),
+    /// A systemd credential by name.
+    Credential(String),
+}
+
+impl SecretRef {
+    /// The file to read now, given the process's `$CREDENTIALS_DIRECTORY`; `file_key` is the
+    /// configuration key a person could use instead, for the message.
+    ///
+    /// # Errors
+    ///
+    /// A sentence saying what to do, when the secret is a credential and
+    /// `credentials_directory` is `None`.
+    pub fn path(
+        &self,
+        credentials_directory: Option<&Path>,
+        file_key: &str,
+    ) -> Result<PathBuf, String> {
+        match (self, credentials_directory) {
+            (Self::File(path), _) => Ok(path.clone()),
+            (Self::Credential(name), Some(dir)) => Ok(dir.join(name)),
+            (Self::Credential(name), None) => Err(format!(
+                "the secret is the systemd credential `{name}`, but CREDENTIALS_DIRECTORY is not \
+                 set: run this where the credential is loaded (the daemon's unit has \
+                 `LoadCredential=`; for a command, `systemd-run --pipe -p LoadCredential=...`), \
+                 or set `{file_key}`"
+            )),
         }
     }
 }

@@ -9,8 +9,9 @@ use toml::Spanned;
 
 use crate::error::sanitize;
 use crate::{
-    Config, ConfigError, Daemon, Database, DatabaseMode, Environment, Location, Log, MasterKey,
-    SecretSource, Tls, Vault, VaultBackend, join,
+    Config, ConfigError, Daemon, Database, DatabaseMode, Environment, Location, Log,
+    MASTER_KEY_CREDENTIAL, ProviderSettings, SecretRef, SecretSource, Tls, Vault, VaultBackend,
+    join,
 };
 
 const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
@@ -24,6 +25,19 @@ struct RawConfig {
     log: RawLog,
     database: RawDatabase,
     vault: RawVault,
+    providers: std::collections::BTreeMap<String, RawProvider>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawProvider {
+    client_id: Option<Spanned<String>>,
+    client_secret_file: Option<Spanned<PathBuf>>,
+    client_secret_credential: Option<Spanned<String>>,
+    authorize_url: Option<Spanned<String>>,
+    token_url: Option<Spanned<String>>,
+    revoke_url: Option<Spanned<String>>,
+    api_base: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -147,8 +161,12 @@ pub(crate) fn parse(text: &str, path: &Path, env: &Environment) -> Result<Config
     };
     let database = database(&src, &raw.database, env)?;
     let vault = vault(&src, &raw.vault)?;
+    let mut providers = std::collections::BTreeMap::new();
+    for (name, provider) in &raw.providers {
+        providers.insert(name.clone(), self::provider(&src, name, provider)?);
+    }
 
-    Ok(Config { source: Some(path.to_path_buf()), daemon, log, database, vault })
+    Ok(Config { source: Some(path.to_path_buf()), daemon, log, database, vault, providers })
 }
 
 fn deserialize(src: &Source<'_>) -> Result<RawConfig, ConfigError> {
@@ -364,18 +382,75 @@ fn vault(src: &Source<'_>, raw: &RawVault) -> Result<Vault, ConfigError> {
                     let problem = "set either `vault.master_key_file` or this, not both";
                     return Err(src.at(cred, "vault.master_key_credential", problem));
                 }
-                (Some(file), None) => MasterKey::File(src.resolve(file, "vault.master_key_file")?),
-                (None, Some(cred)) => MasterKey::Credential(credential_name(
+                (Some(file), None) => SecretRef::File(src.resolve(file, "vault.master_key_file")?),
+                (None, Some(cred)) => SecretRef::Credential(credential_name(
                     src,
                     cred,
                     "vault.master_key_credential",
                 )?),
-                (None, None) => MasterKey::Credential(MasterKey::DEFAULT_CREDENTIAL.to_owned()),
+                (None, None) => SecretRef::Credential(MASTER_KEY_CREDENTIAL.to_owned()),
             };
             VaultBackend::EncryptedTable { master_key }
         }
     };
     Ok(Vault { backend, timeout })
+}
+
+/// The providers Datapunk knows; `[providers.NAME]` must name one.
+const PROVIDERS: [&str; 3] = ["google", "microsoft", "spotify"];
+
+fn provider(
+    src: &Source<'_>,
+    name: &str,
+    raw: &RawProvider,
+) -> Result<ProviderSettings, ConfigError> {
+    let table = format!("providers.{name}");
+    if !PROVIDERS.contains(&name) {
+        let shown = if crate::error::plausible_key(name) { name } else { "<unshown>" };
+        let problem = format!("unknown provider `{shown}`: use google, microsoft or spotify");
+        return Err(src.error(None, Some(&format!("providers.{shown}")), problem));
+    }
+    let Some(client_id) = &raw.client_id else {
+        let problem = "needs `client_id`, the id of the OAuth client registered with the provider";
+        return Err(src.error(None, Some(&format!("{table}.client_id")), problem.to_owned()));
+    };
+    let client_secret = match (&raw.client_secret_file, &raw.client_secret_credential) {
+        (Some(_), Some(cred)) => {
+            let problem = "set either `client_secret_file` or this, not both";
+            return Err(src.at(cred, &format!("{table}.client_secret_credential"), problem));
+        }
+        (Some(file), None) => {
+            Some(SecretRef::File(src.resolve(file, &format!("{table}.client_secret_file"))?))
+        }
+        (None, Some(cred)) => Some(SecretRef::Credential(credential_name(
+            src,
+            cred,
+            &format!("{table}.client_secret_credential"),
+        )?)),
+        (None, None) => None,
+    };
+    let url = |value: &Option<Spanned<String>>, key: &str| -> Result<Option<String>, ConfigError> {
+        let Some(value) = value else { return Ok(None) };
+        let text = value.get_ref();
+        let loopback =
+            ["http://127.0.0.1:", "http://127.0.0.1/", "http://[::1]:", "http://localhost:"];
+        let plausible =
+            text.starts_with("https://") || loopback.iter().any(|p| text.starts_with(p));
+        if !plausible || text.chars().any(char::is_whitespace) {
+            let problem = "must be an https:// URL (plain http only on 127.0.0.1, [::1] or \
+                           localhost, where the provider sandbox runs)";
+            return Err(src.at(value, &format!("{table}.{key}"), problem));
+        }
+        Ok(Some(text.clone()))
+    };
+    Ok(ProviderSettings {
+        client_id: client_id.get_ref().clone(),
+        client_secret,
+        authorize_url: url(&raw.authorize_url, "authorize_url")?,
+        token_url: url(&raw.token_url, "token_url")?,
+        revoke_url: url(&raw.revoke_url, "revoke_url")?,
+        api_base: url(&raw.api_base, "api_base")?,
+    })
 }
 
 /// Checks a credential's name: it becomes a file name inside the credentials directory.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use datapunk_config::{
-    Config, ConfigError, DatabaseMode, EXAMPLE, Environment, Location, MasterKey, VaultBackend,
+    Config, ConfigError, DatabaseMode, EXAMPLE, Environment, Location, SecretRef, VaultBackend,
     locate,
 };
 
@@ -182,7 +182,7 @@ fn the_vault_backend_is_chosen_with_its_own_keys_and_others_are_refused() {
     let config = parse(text).expect("valid");
     assert_eq!(
         config.vault.backend,
-        VaultBackend::EncryptedTable { master_key: MasterKey::File("/k".into()) }
+        VaultBackend::EncryptedTable { master_key: SecretRef::File("/k".into()) }
     );
     assert_eq!(config.vault.timeout, Duration::from_secs(5));
 
@@ -210,19 +210,23 @@ fn the_encrypted_table_master_key_credential_is_looked_up_only_when_the_vault_op
     let VaultBackend::EncryptedTable { master_key } = config.vault.backend else {
         panic!("the encrypted table");
     };
-    assert_eq!(master_key, MasterKey::Credential("datapunk-master-key".to_owned()));
-    let problem = master_key.path(None).expect_err("no credentials directory");
+    assert_eq!(master_key, SecretRef::Credential("datapunk-master-key".to_owned()));
+    let problem =
+        master_key.path(None, "vault.master_key_file").expect_err("no credentials directory");
     assert!(problem.contains("CREDENTIALS_DIRECTORY") && problem.contains("datapunk-master-key"));
     assert!(problem.contains("vault.master_key_file"), "{problem}");
     let dir = Path::new("/run/credentials/d");
-    assert_eq!(master_key.path(Some(dir)), Ok(dir.join("datapunk-master-key")));
+    assert_eq!(
+        master_key.path(Some(dir), "vault.master_key_file"),
+        Ok(dir.join("datapunk-master-key"))
+    );
 
     let named = "[vault]\nbackend = \"encrypted-table\"\nmaster_key_credential = \"mk\"\n";
     let VaultBackend::EncryptedTable { master_key } = parse(named).expect("valid").vault.backend
     else {
         panic!("the encrypted table");
     };
-    assert_eq!(master_key.path(Some(dir)), Ok(dir.join("mk")));
+    assert_eq!(master_key.path(Some(dir), "vault.master_key_file"), Ok(dir.join("mk")));
     let bad = "[vault]\nbackend = \"encrypted-table\"\nmaster_key_credential = \"../x\"\n";
     let (_, key, _) = invalid(bad);
     assert_eq!(key.as_deref(), Some("vault.master_key_credential"));
@@ -234,4 +238,42 @@ fn a_path_starting_with_a_tilde_is_refused_with_a_hint() {
         invalid("[vault]\nbackend = \"pass\"\npass_store_dir = \"~/.password-store\"\n");
     assert_eq!((location.line, key.as_deref()), (3, Some("vault.pass_store_dir")));
     assert!(problem.contains("full path"), "{problem}");
+}
+
+#[test]
+fn provider_tables_name_the_client_and_may_replace_endpoints() {
+    let text = "[providers.google]\nclient_id = \"g-id\"\nclient_secret_file = \"google-secret\"\n\
+                token_url = \"http://127.0.0.1:4000/google/token\"\n\n\
+                [providers.spotify]\nclient_id = \"s-id\"\n";
+    let config = parse(text).expect("valid");
+
+    let google = &config.providers["google"];
+    assert_eq!(google.client_id, "g-id");
+    assert_eq!(
+        google.client_secret,
+        Some(SecretRef::File(PathBuf::from("/etc/datapunk/google-secret")))
+    );
+    assert_eq!(google.token_url.as_deref(), Some("http://127.0.0.1:4000/google/token"));
+    assert_eq!(google.authorize_url, None);
+    assert_eq!(config.providers["spotify"].client_secret, None);
+    assert!(parse("").expect("valid").providers.is_empty());
+}
+
+#[test]
+fn provider_tables_refuse_unknown_providers_plain_http_and_missing_client_ids() {
+    let (_, key, problem) = invalid("[providers.dropbox]\nclient_id = \"x\"\n");
+    assert_eq!(key.as_deref(), Some("providers.dropbox"));
+    assert!(problem.contains("google, microsoft or spotify"), "{problem}");
+
+    let (location, key, problem) =
+        invalid("[providers.google]\nclient_id = \"x\"\ntoken_url = \"http://evil.example/t\"\n");
+    assert_eq!((location.line, key.as_deref()), (3, Some("providers.google.token_url")));
+    assert!(problem.contains("https://"), "{problem}");
+
+    let (_, key, _) = invalid("[providers.spotify]\nclient_secret_file = \"s\"\n");
+    assert_eq!(key.as_deref(), Some("providers.spotify.client_id"));
+
+    let (_, key, _) =
+        invalid("[providers.google]\nclient_id = \"x\"\nclient_secret = \"S3CRET\"\n");
+    assert_eq!(key.as_deref(), Some("providers.google.client_secret"));
 }

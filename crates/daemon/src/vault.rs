@@ -47,8 +47,9 @@ pub fn open(config: &Config, database: &Database) -> anyhow::Result<Vault> {
         }),
         VaultBackend::EncryptedTable { master_key } => {
             let env = datapunk_config::Environment::from_process();
-            let path =
-                master_key.path(env.credentials_directory.as_deref()).map_err(|problem| {
+            let path = master_key
+                .path(env.credentials_directory.as_deref(), "vault.master_key_file")
+                .map_err(|problem| {
                     anyhow::anyhow!("cannot open the encrypted-table vault: {problem}")
                 })?;
             let source = MasterKeySource::File(path);

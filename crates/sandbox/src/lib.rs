@@ -17,6 +17,7 @@
 mod oauth;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -106,12 +107,63 @@ impl Sandbox {
         self.with(|state| state.issued.clone())
     }
 
+    /// Writes the `[providers.*]` part of a Datapunk configuration pointing every endpoint at
+    /// this sandbox, with its clients' ids, to `path`; client secrets go to files beside it
+    /// (`sandbox-google-client-secret`), created 0600, and the configuration names them.
+    ///
+    /// # Errors
+    ///
+    /// When a file cannot be written; an existing file is not overwritten.
+    pub fn write_config(&self, path: &Path) -> std::io::Result<()> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut text = format!(
+            "# Written by datapunk-sandbox for the sandbox at {}: every endpoint is the\n\
+             # sandbox's. Append it to Datapunk's configuration file.\n",
+            self.base_url
+        );
+        for provider in [Provider::Google, Provider::Microsoft, Provider::Spotify] {
+            let client = self.client(provider);
+            let name = provider.as_str();
+            text.push_str(&format!("\n[providers.{name}]\nclient_id = \"{}\"\n", client.id));
+            if let Some(secret) = &client.secret {
+                let file = dir.join(format!("sandbox-{name}-client-secret"));
+                create_private(&file, secret.as_bytes())?;
+                text.push_str(&format!("client_secret_file = {}\n", toml_string(&file)));
+            }
+            for endpoint in ["authorize", "token"] {
+                let url = self.endpoint(provider, endpoint);
+                text.push_str(&format!("{endpoint}_url = \"{url}\"\n"));
+            }
+            if provider == Provider::Google {
+                text.push_str(&format!("revoke_url = \"{}\"\n", self.endpoint(provider, "revoke")));
+            }
+            text.push_str(&format!("api_base = \"{}/{name}/api\"\n", self.base_url));
+        }
+        create_private(path, text.as_bytes())
+    }
+
     /// How long a [`Failure::Slow`] answer waits.
     pub const SLOW: Duration = oauth::SLOW;
 
     fn with<T>(&self, f: impl FnOnce(&mut oauth::State) -> T) -> T {
         f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))
     }
+}
+
+/// Creates `path` with `content`, mode 0600, refusing to replace an existing file.
+fn create_private(path: &Path, content: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(content)
+}
+
+/// `path` as a TOML basic string.
+fn toml_string(path: &Path) -> String {
+    let text = path.display().to_string();
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 impl Drop for Sandbox {

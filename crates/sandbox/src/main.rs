@@ -15,6 +15,10 @@ struct Args {
     /// Address to listen on; port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
+    /// Also write the `[providers.*]` configuration pointing at this sandbox to FILE (and the
+    /// client secrets beside it); neither may exist yet.
+    #[arg(long, value_name = "FILE")]
+    config_out: Option<std::path::PathBuf>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -27,6 +31,12 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(path) = &args.config_out
+        && let Err(error) = sandbox.write_config(path)
+    {
+        eprintln!("datapunk-sandbox: cannot write {}: {error}", path.display());
+        return ExitCode::FAILURE;
+    }
     println!("{}", sandbox.base_url());
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = match signal(SignalKind::terminate()) {

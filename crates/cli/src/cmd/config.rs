@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use clap::Subcommand;
-use datapunk_config::{DatabaseMode, EXAMPLE, MasterKey, VaultBackend};
+use datapunk_config::{DatabaseMode, EXAMPLE, SecretRef, VaultBackend};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ConfigCommand {
@@ -69,11 +69,28 @@ pub(crate) fn run(path: Option<&Path>, command: ConfigCommand) -> anyhow::Result
                     );
                 }
                 VaultBackend::EncryptedTable { master_key } => match master_key {
-                    MasterKey::File(path) => println!("  master key    {}", path.display()),
-                    MasterKey::Credential(name) => {
+                    SecretRef::File(path) => println!("  master key    {}", path.display()),
+                    SecretRef::Credential(name) => {
                         println!("  master key    systemd credential {name}");
                     }
                 },
+            }
+            for (name, provider) in &config.providers {
+                let secret = match &provider.client_secret {
+                    None => "no client secret".to_owned(),
+                    Some(SecretRef::File(path)) => format!("secret in {}", path.display()),
+                    Some(SecretRef::Credential(name)) => format!("secret in credential {name}"),
+                };
+                let custom = [
+                    &provider.authorize_url,
+                    &provider.token_url,
+                    &provider.revoke_url,
+                    &provider.api_base,
+                ]
+                .iter()
+                .any(|url| url.is_some());
+                let endpoints = if custom { "own endpoints" } else { "the provider's endpoints" };
+                println!("  {name:<13} client {}, {secret}, {endpoints}", provider.client_id);
             }
             Ok(())
         }
