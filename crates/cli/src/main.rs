@@ -41,6 +41,8 @@ enum Command {
     Db(cmd::db::DbCommand),
     /// List or verify the audit trail.
     Audit(cmd::audit::AuditArgs),
+    /// Grant Datapunk read access to a Google, Microsoft or Spotify account.
+    Connect(cmd::connect::ConnectArgs),
     /// Create, export, back up, restore or destroy the per-integration data keys.
     #[command(subcommand)]
     Keys(cmd::keys::KeysCommand),
@@ -90,6 +92,7 @@ fn main() -> ExitCode {
             Command::Db(command) => cmd::db::run(config.as_deref(), command).await,
             Command::Audit(audit) => cmd::audit::run(config.as_deref(), audit).await,
             Command::Keys(command) => cmd::keys::run(config.as_deref(), command).await,
+            Command::Connect(connect) => cmd::connect::run(config.as_deref(), connect).await,
         }
     });
     match result {

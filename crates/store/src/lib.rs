@@ -17,6 +17,7 @@ pub mod audit;
 mod connect;
 mod error;
 mod ident;
+pub mod integrations;
 pub mod managed;
 mod migrations;
 mod role;

@@ -33,6 +33,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0002_audit_lock.sql"),
     },
     Migration { version: 3, name: "vault", sql: include_str!("../migrations/0003_vault.sql") },
+    Migration {
+        version: 4,
+        name: "integrations",
+        sql: include_str!("../migrations/0004_integrations.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

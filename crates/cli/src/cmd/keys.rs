@@ -12,12 +12,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use datapunk_config::Config;
-use datapunk_daemon::audit::{Auditor, event};
-use datapunk_daemon::database::Database;
-use datapunk_store::Role;
+use datapunk_daemon::audit::event;
 use datapunk_store::audit::{Event, Outcome};
-use datapunk_vault::backend::{BackendKind, ItemKind, Vault};
+use datapunk_vault::backend::{BackendKind, ItemKind};
 use datapunk_vault::backup::{self, Fingerprint, GpgOptions};
 use datapunk_vault::key::{DataKey, KeyPurpose};
 use serde_json::json;
@@ -70,58 +67,9 @@ pub(crate) enum KeysCommand {
     },
 }
 
-/// What every key command works with.
-struct Context {
-    vault: Vault,
-    database: Database,
-    auditor: Auditor,
-}
-
-impl Context {
-    async fn open(config: &Config) -> anyhow::Result<Self> {
-        let auditor = super::auditor(config)?;
-        let database = Database::open_as(config, Role::App).await?;
-        match datapunk_daemon::vault::open(config, &database) {
-            Ok(vault) => Ok(Self { vault, database, auditor }),
-            Err(error) => {
-                database.close().await;
-                Err(error)
-            }
-        }
-    }
-
-    /// Checks that an event can be recorded, before a change that must be: the database is
-    /// reachable and the audit chain still matches its anchor.
-    async fn preflight(&self) -> anyhow::Result<()> {
-        let client = self.database.store().client().await?;
-        self.auditor
-            .check_anchor(&client)
-            .await
-            .context("the audit trail cannot be written, so nothing was changed")?;
-        Ok(())
-    }
-
-    /// Records `event` for something about to happen, which must not happen when this fails.
-    async fn record_first(&self, event: &Event, message: &str) -> anyhow::Result<()> {
-        let client = self.database.store().client().await?;
-        self.auditor.record(&client, event, message).await?;
-        Ok(())
-    }
-
-    /// Records `event` for something that happened; when that fails, it still goes to
-    /// journald, and the error is returned.
-    async fn record(&self, event: &Event, message: &str) -> anyhow::Result<()> {
-        let recorded = self.record_first(event, message).await;
-        if recorded.is_err() {
-            self.auditor.journal_only(event, message);
-        }
-        recorded
-    }
-}
-
 pub(crate) async fn run(path: Option<&Path>, command: KeysCommand) -> anyhow::Result<()> {
     let config = super::load_config(path)?;
-    let context = Context::open(&config).await?;
+    let context = super::Context::open(&config).await?;
     let result = match command {
         KeysCommand::List { json } => list(&context, json).await,
         KeysCommand::Create { integration } => create(&context, &integration).await,
@@ -143,7 +91,7 @@ fn key_event(action: &str, integration: Option<&str>, details: serde_json::Value
     event
 }
 
-async fn list(context: &Context, json: bool) -> anyhow::Result<()> {
+async fn list(context: &super::Context, json: bool) -> anyhow::Result<()> {
     let items = context.vault.list().await?;
     let mut integrations: Vec<(&str, bool, bool)> = Vec::new();
     for item in &items {
@@ -177,7 +125,7 @@ async fn list(context: &Context, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn create(context: &Context, integration: &str) -> anyhow::Result<()> {
+async fn create(context: &super::Context, integration: &str) -> anyhow::Result<()> {
     let key = DataKey::generate(KeyPurpose::integration(integration))?;
     context.preflight().await?;
     context.vault.put_data_key(&key).await?;
@@ -190,7 +138,7 @@ async fn create(context: &Context, integration: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn export(context: &Context, integration: &str, yes: bool) -> anyhow::Result<()> {
+async fn export(context: &super::Context, integration: &str, yes: bool) -> anyhow::Result<()> {
     let key = context
         .vault
         .data_key(integration)
@@ -216,7 +164,11 @@ async fn export(context: &Context, integration: &str, yes: bool) -> anyhow::Resu
     Ok(())
 }
 
-async fn backup(context: &Context, file: &Path, recipient: &Fingerprint) -> anyhow::Result<()> {
+async fn backup(
+    context: &super::Context,
+    file: &Path,
+    recipient: &Fingerprint,
+) -> anyhow::Result<()> {
     let mut keys = Vec::new();
     for item in context.vault.list().await? {
         if item.kind == ItemKind::DataKey
@@ -267,7 +219,7 @@ async fn backup(context: &Context, file: &Path, recipient: &Fingerprint) -> anyh
     Ok(())
 }
 
-async fn restore(context: &Context, file: &Path, yes: bool) -> anyhow::Result<()> {
+async fn restore(context: &super::Context, file: &Path, yes: bool) -> anyhow::Result<()> {
     let keys = backup::read(&GpgOptions::default(), file).await?;
     let names: Vec<&str> = keys
         .iter()
@@ -322,7 +274,7 @@ async fn restore(context: &Context, file: &Path, yes: bool) -> anyhow::Result<()
     Ok(())
 }
 
-async fn destroy(context: &Context, integration: &str, yes: bool) -> anyhow::Result<()> {
+async fn destroy(context: &super::Context, integration: &str, yes: bool) -> anyhow::Result<()> {
     if context.vault.data_key(integration).await?.is_none() {
         anyhow::bail!("integration `{integration}` has no data key");
     }

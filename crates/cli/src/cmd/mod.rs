@@ -2,6 +2,8 @@
 
 pub(crate) mod audit;
 pub(crate) mod config;
+pub(crate) mod connect;
+mod context;
 pub(crate) mod db;
 pub(crate) mod keys;
 pub(crate) mod status;
@@ -14,6 +16,8 @@ use datapunk_daemon::audit::Auditor;
 use datapunk_daemon::{EXIT_CONFIG, process};
 
 use crate::Exit;
+
+pub(crate) use context::Context;
 
 /// Loads the configuration, turning a bad file into exit status 78.
 pub(crate) fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {

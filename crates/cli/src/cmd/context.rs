@@ -1,0 +1,59 @@
+//! The context of the commands that change secrets: the vault, the database and the auditor.
+
+use anyhow::Context as _;
+use datapunk_config::Config;
+use datapunk_daemon::audit::Auditor;
+use datapunk_daemon::database::Database;
+use datapunk_store::Role;
+use datapunk_store::audit::Event;
+use datapunk_vault::backend::Vault;
+
+/// What the commands that change secrets work with: the vault, the database as
+/// `datapunk_app`, and the auditor.
+pub(crate) struct Context {
+    pub(crate) vault: Vault,
+    pub(crate) database: Database,
+    pub(crate) auditor: Auditor,
+}
+
+impl Context {
+    pub(crate) async fn open(config: &Config) -> anyhow::Result<Self> {
+        let auditor = super::auditor(config)?;
+        let database = Database::open_as(config, Role::App).await?;
+        match datapunk_daemon::vault::open(config, &database) {
+            Ok(vault) => Ok(Self { vault, database, auditor }),
+            Err(error) => {
+                database.close().await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Checks that an event can be recorded, before a change that must be: the database is
+    /// reachable and the audit chain still matches its anchor.
+    pub(crate) async fn preflight(&self) -> anyhow::Result<()> {
+        let client = self.database.store().client().await?;
+        self.auditor
+            .check_anchor(&client)
+            .await
+            .context("the audit trail cannot be written, so nothing was changed")?;
+        Ok(())
+    }
+
+    /// Records `event` for something about to happen, which must not happen when this fails.
+    pub(crate) async fn record_first(&self, event: &Event, message: &str) -> anyhow::Result<()> {
+        let client = self.database.store().client().await?;
+        self.auditor.record(&client, event, message).await?;
+        Ok(())
+    }
+
+    /// Records `event` for something that happened; when that fails, it still goes to
+    /// journald, and the error is returned.
+    pub(crate) async fn record(&self, event: &Event, message: &str) -> anyhow::Result<()> {
+        let recorded = self.record_first(event, message).await;
+        if recorded.is_err() {
+            self.auditor.journal_only(event, message);
+        }
+        recorded
+    }
+}

@@ -1,0 +1,171 @@
+//! `datapunk connect` against the provider sandbox, the test acting as the browser: it reads
+//! the printed address, opens it, and follows the redirect to the CLI's loopback listener.
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Stdio};
+
+use datapunk_sandbox::{Provider, Sandbox};
+use datapunk_testkit::SessionBus;
+use datapunk_tests::Setup;
+use datapunk_vault::backend::{SecretServiceOptions, Vault};
+
+/// An installation whose configuration points at `sandbox`, with its own keyring.
+fn setup(sandbox: &Sandbox) -> (Setup, SessionBus) {
+    let setup = Setup::external();
+    assert!(setup.init().status.success());
+    let scratch = tempfile::tempdir().expect("a directory");
+    let written = scratch.path().join("providers.toml");
+    sandbox.write_config(&written).expect("the sandbox's configuration");
+    let mut providers = std::fs::read_to_string(&written).expect("read it");
+    // The client secret must be readable by the account the CLI runs as.
+    let secret_file = scratch.path().join("sandbox-google-client-secret");
+    let secret = std::fs::read(&secret_file).expect("the client secret");
+    let own = setup.write_file("google-client-secret", &secret);
+    providers = providers.replace(&secret_file.display().to_string(), &own.display().to_string());
+    let config = std::fs::read_to_string(&setup.config).expect("the configuration");
+    setup.write_config(&format!("{config}\n{providers}"));
+    (setup, SessionBus::start())
+}
+
+fn connect(setup: &Setup, bus: &SessionBus, args: &[&str]) -> Child {
+    setup
+        .command("datapunk")
+        .arg("connect")
+        .args(args)
+        .env("DBUS_SESSION_BUS_ADDRESS", bus.address())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start datapunk connect")
+}
+
+/// Reads the CLI's output up to the authorization address and returns it.
+fn authorization_url(child: &mut Child) -> String {
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        let line = lines.next().expect("the CLI printed the address").expect("a line");
+        if line.starts_with("http://") {
+            // The rest of the output is read by `wait_with_output` later.
+            std::thread::spawn(move || lines.for_each(drop));
+            return line;
+        }
+    }
+}
+
+/// Opens `url` as a browser would, following one redirect, and returns the final page.
+async fn browse(url: &str) -> (reqwest::StatusCode, String) {
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("a browser");
+    let answer = browser.get(url).send().await.expect("open the address");
+    assert_eq!(answer.status(), 302);
+    let location = answer.headers()["location"].to_str().expect("a location").to_owned();
+    let page = browser.get(location).send().await.expect("follow the redirect");
+    (page.status(), page.text().await.expect("the page"))
+}
+
+fn finish(child: Child) -> (bool, String) {
+    let output = child.wait_with_output().expect("wait for datapunk connect");
+    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connecting_each_provider_stores_tokens_in_the_keyring_and_the_integration_in_postgresql() {
+    let sandbox = Sandbox::start(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("sandbox");
+    let (setup, bus) = setup(&sandbox);
+
+    for (provider, name, datasets) in [
+        (Provider::Google, "google", "calendar,contacts"),
+        (Provider::Microsoft, "microsoft", "calendar"),
+        (Provider::Spotify, "spotify", "recently-played,playlists"),
+    ] {
+        let mut child = connect(&setup, &bus, &[name, "--datasets", datasets, "--no-browser"]);
+        let url = authorization_url(&mut child);
+        let (status, page) = browse(&url).await;
+        let (ok, stderr) = tokio::task::spawn_blocking(move || finish(child)).await.expect("join");
+
+        assert!(ok, "{name}: {stderr}");
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(sandbox.stats(provider).pkce_verified, 1, "{name}: the verifier matched");
+        let vault = Vault::secret_service(SecretServiceOptions {
+            bus_address: Some(bus.address().to_owned()),
+        });
+        let token = vault.token(name).await.expect("read the keyring").expect("a token");
+        assert!(sandbox.issued_tokens().contains(&token.access_token.expose_secret().to_owned()));
+        assert!(vault.data_key(name).await.expect("read the keyring").is_some(), "{name}");
+    }
+
+    let admin = setup.admin().await;
+    let rows = admin
+        .query(
+            "SELECT i.name, i.provider, i.state, array_agg(d.dataset ORDER BY d.dataset),
+                    bool_and(d.granted)
+             FROM datapunk.integrations i JOIN datapunk.integration_datasets d
+                  ON d.integration = i.name
+             GROUP BY i.name, i.provider, i.state ORDER BY i.name",
+            &[],
+        )
+        .await
+        .expect("the integrations");
+    let found: Vec<(String, String, String, Vec<String>, bool)> =
+        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))).collect();
+    let expected = |name: &str, datasets: &[&str]| {
+        let datasets = datasets.iter().map(|d| (*d).to_owned()).collect();
+        (name.to_owned(), name.to_owned(), "active".to_owned(), datasets, true)
+    };
+    assert_eq!(
+        found,
+        [
+            expected("google", &["calendar", "contacts"]),
+            expected("microsoft", &["calendar"]),
+            expected("spotify", &["playlists", "recently-played"]),
+        ]
+    );
+
+    // No token the sandbox issued reached the audit trail.
+    let audit = setup.cli_ok(&["audit", "--json"]);
+    for token in sandbox.issued_tokens() {
+        assert!(!audit.contains(&token), "a token in the audit trail");
+    }
+    assert!(audit.contains("integration.connected"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_redirect_is_refused_and_audited_and_nothing_is_stored() {
+    let sandbox = Sandbox::start(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("sandbox");
+    let (setup, bus) = setup(&sandbox);
+    let mut child =
+        connect(&setup, &bus, &["spotify", "--datasets", "saved-tracks", "--no-browser"]);
+    let url = authorization_url(&mut child);
+    let redirect_uri = url::Url::parse(&url)
+        .expect("a URL")
+        .query_pairs()
+        .find(|(name, _)| name == "redirect_uri")
+        .map(|(_, value)| value.into_owned())
+        .expect("a redirect URI");
+
+    let forged = format!("{redirect_uri}?code=stolen&state=forged");
+    let answer = reqwest::get(&forged).await.expect("deliver the forged redirect");
+    let (ok, stderr) = tokio::task::spawn_blocking(move || finish(child)).await.expect("join");
+
+    assert_eq!(answer.status(), 200, "the listener answers the browser either way");
+    assert!(!ok);
+    assert!(stderr.contains("does not belong to this authorization"), "{stderr}");
+    assert_eq!(sandbox.stats(Provider::Spotify).token_requests, 0, "no code was exchanged");
+    let vault =
+        Vault::secret_service(SecretServiceOptions { bus_address: Some(bus.address().to_owned()) });
+    assert!(vault.token("spotify").await.expect("read").is_none());
+    let refused = setup.cli_ok(&["audit", "--action", "integration.connect_refused", "--json"]);
+    assert_eq!(refused.lines().count(), 1, "{refused}");
+    assert!(refused.contains("\"denied\""), "{refused}");
+    let admin = setup.admin().await;
+    let count: i64 = admin
+        .query_one("SELECT count(*) FROM datapunk.integrations", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(count, 0);
+}
