@@ -125,7 +125,17 @@ async fn connecting_each_provider_stores_tokens_in_the_keyring_and_the_integrati
         ]
     );
 
-    // No token the sandbox issued reached the audit trail.
+    // The list needs no keyring: it reads the database only.
+    let listed = setup.cli_ok(&["integrations"]);
+    assert!(listed.contains("contacts") && listed.contains("active"), "{listed}");
+    let json = setup.cli_ok(&["integrations", "--json"]);
+    assert_eq!(json.lines().count(), 3, "{json}");
+    assert!(json.contains("\"token_expires_at\":\"20"), "{json}");
+
+    // No token the sandbox issued reached the audit trail or the CLI's output.
+    for token in sandbox.issued_tokens() {
+        assert!(!listed.contains(&token) && !json.contains(&token), "a token in the output");
+    }
     let audit = setup.cli_ok(&["audit", "--json"]);
     for token in sandbox.issued_tokens() {
         assert!(!audit.contains(&token), "a token in the audit trail");
@@ -168,4 +178,26 @@ async fn a_forged_redirect_is_refused_and_audited_and_nothing_is_stored() {
         .expect("count")
         .get(0);
     assert_eq!(count, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_narrowed_grant_marks_the_missing_dataset_not_granted_and_says_so() {
+    let sandbox = Sandbox::start(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("sandbox");
+    let (setup, bus) = setup(&sandbox);
+    sandbox
+        .withhold_scopes(Provider::Google, &["https://www.googleapis.com/auth/calendar.readonly"]);
+
+    let mut child =
+        connect(&setup, &bus, &["google", "--datasets", "calendar,contacts", "--no-browser"]);
+    let url = authorization_url(&mut child);
+    browse(&url).await;
+    let (ok, stderr) = tokio::task::spawn_blocking(move || finish(child)).await.expect("join");
+    assert!(ok, "{stderr}");
+
+    let listed = setup.cli_ok(&["integrations"]);
+    assert!(listed.contains("calendar (not granted)"), "{listed}");
+    assert!(!listed.contains("contacts (not granted)"), "{listed}");
+    let narrowed = setup.cli_ok(&["audit", "--action", "integration.grant_narrowed", "--json"]);
+    assert_eq!(narrowed.lines().count(), 1, "{narrowed}");
+    assert!(narrowed.contains("calendar"), "{narrowed}");
 }

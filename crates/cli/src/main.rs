@@ -43,6 +43,12 @@ enum Command {
     Audit(cmd::audit::AuditArgs),
     /// Grant Datapunk read access to a Google, Microsoft or Spotify account.
     Connect(cmd::connect::ConnectArgs),
+    /// List the connected accounts, their datasets and states (no keyring needed).
+    Integrations {
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Create, export, back up, restore or destroy the per-integration data keys.
     #[command(subcommand)]
     Keys(cmd::keys::KeysCommand),
@@ -92,6 +98,7 @@ fn main() -> ExitCode {
             Command::Db(command) => cmd::db::run(config.as_deref(), command).await,
             Command::Audit(audit) => cmd::audit::run(config.as_deref(), audit).await,
             Command::Keys(command) => cmd::keys::run(config.as_deref(), command).await,
+            Command::Integrations { json } => cmd::integrations::run(config.as_deref(), json).await,
             Command::Connect(connect) => cmd::connect::run(config.as_deref(), connect).await,
         }
     });
