@@ -201,3 +201,61 @@ async fn a_narrowed_grant_marks_the_missing_dataset_not_granted_and_says_so() {
     assert_eq!(narrowed.lines().count(), 1, "{narrowed}");
     assert!(narrowed.contains("calendar"), "{narrowed}");
 }
+
+/// Connects `name` through the CLI, the test acting as the browser.
+async fn connected(setup: &Setup, bus: &SessionBus, name: &str, datasets: &str) {
+    let mut child = connect(setup, bus, &[name, "--datasets", datasets, "--no-browser"]);
+    let url = authorization_url(&mut child);
+    browse(&url).await;
+    let (ok, stderr) = tokio::task::spawn_blocking(move || finish(child)).await.expect("join");
+    assert!(ok, "{name}: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn disconnect_revokes_at_google_says_where_spotify_is_revoked_and_removes_the_secrets() {
+    let sandbox = Sandbox::start(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("sandbox");
+    let (setup, bus) = setup(&sandbox);
+    connected(&setup, &bus, "google", "calendar").await;
+    connected(&setup, &bus, "spotify", "saved-tracks").await;
+    let vault =
+        Vault::secret_service(SecretServiceOptions { bus_address: Some(bus.address().to_owned()) });
+    let google = vault.token("google").await.expect("read").expect("a token");
+    let refresh =
+        google.refresh_token.as_ref().expect("a refresh token").expose_secret().to_owned();
+    let run = |args: &[&str]| {
+        setup
+            .command("datapunk")
+            .args(args)
+            .env("DBUS_SESSION_BUS_ADDRESS", bus.address())
+            .output()
+            .expect("run datapunk")
+    };
+
+    let refused = run(&["disconnect", "google"]);
+    assert!(!refused.status.success(), "destroying data needs confirmation");
+    assert!(vault.token("google").await.expect("read").is_some());
+
+    let output = run(&["disconnect", "google", "--yes"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(sandbox.stats(Provider::Google).revocations, 1);
+    assert!(!sandbox.refresh_token_alive(Provider::Google, &refresh), "revoked at Google");
+    assert!(vault.token("google").await.expect("read").is_none());
+    assert!(vault.data_key("google").await.expect("read").is_none());
+
+    let output = run(&["disconnect", "spotify", "--keep-data"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("https://www.spotify.com/account/apps/"), "{stdout}");
+    assert!(vault.token("spotify").await.expect("read").is_none());
+    assert!(vault.data_key("spotify").await.expect("read").is_some(), "--keep-data keeps the key");
+
+    let listed = setup.cli_ok(&["integrations", "--json"]);
+    assert_eq!(listed.matches("\"state\":\"revoked\"").count(), 2, "{listed}");
+    assert!(!listed.contains("\"active\""), "{listed}");
+    let audit = setup.cli_ok(&["audit", "--json"]);
+    assert_eq!(audit.matches("integration.disconnected").count(), 2);
+    assert_eq!(audit.matches("integration.revoked").count(), 1);
+    for token in sandbox.issued_tokens() {
+        assert!(!audit.contains(&token) && !stdout.contains(&token), "a token in the output");
+    }
+}

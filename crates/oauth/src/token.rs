@@ -136,6 +136,52 @@ impl TokenClient {
         Ok(tokens(response, Some(refresh_token), &current.scopes))
     }
 
+    /// Revokes `token` at the RFC 7009 endpoint `revoke_url` (`token=...` form-encoded, with
+    /// the client's id, and its secret when it has one). Google answers 200 for a token it
+    /// revoked and 400 `invalid_token` for one it does not know, which counts as revoked too:
+    /// either way the token no longer works.
+    ///
+    /// # Errors
+    ///
+    /// [`TokenError::Endpoint`] for an unusable URL; [`TokenError::Retry`] when the endpoint
+    /// cannot be reached or answers 429 or 5xx; [`TokenError::GrantGone`] for another refusal.
+    pub async fn revoke(
+        &self,
+        revoke_url: &str,
+        credentials: &Credentials,
+        token: &SecretString,
+    ) -> Result<(), TokenError> {
+        let url = endpoint(revoke_url)?;
+        let mut form = vec![
+            ("token", token.expose_secret().to_owned()),
+            ("token_type_hint", "refresh_token".to_owned()),
+            ("client_id", credentials.id.clone()),
+        ];
+        if let Some(secret) = &credentials.secret {
+            form.push(("client_secret", secret.expose_secret().to_owned()));
+        }
+        let response = self
+            .http
+            .post(url.url().clone())
+            .form(&form)
+            .send()
+            .await
+            .map_err(|_| TokenError::Retry { status: None })?;
+        let status = response.status().as_u16();
+        if response.status().is_success() {
+            return Ok(());
+        }
+        if status == 429 || status >= 500 {
+            return Err(TokenError::Retry { status: Some(status) });
+        }
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        match body.get("error").and_then(serde_json::Value::as_str) {
+            Some("invalid_token") => Ok(()),
+            Some(error) => Err(TokenError::GrantGone { error: printable(error), status }),
+            None => Err(TokenError::GrantGone { error: "unreadable error".to_owned(), status }),
+        }
+    }
+
     /// A request function for oauth2 that sends through this client and notes the status,
     /// which oauth2's errors do not keep.
     fn recording(&self, status: &Arc<AtomicU16>) -> impl Fn(HttpRequest) -> Sent + use<> {
@@ -175,6 +221,11 @@ fn oauth_client(
 type Sent = std::pin::Pin<
     Box<dyn Future<Output = Result<HttpResponse, oauth2::HttpClientError<reqwest::Error>>> + Send>,
 >;
+
+/// At most 64 printable characters of an error code from a provider.
+fn printable(text: &str) -> String {
+    text.chars().filter(|c| c.is_ascii_graphic()).take(64).collect()
+}
 
 /// Where the client's credentials go: Spotify wants HTTP Basic when there is a secret; a
 /// public client (no secret) sends its id in the body everywhere.

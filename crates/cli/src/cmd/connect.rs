@@ -243,7 +243,10 @@ fn endpoints(provider: Provider, settings: &ProviderSettings) -> Endpoints {
 }
 
 /// The client id, and the client secret read from its file or credential.
-fn credentials(settings: &ProviderSettings, provider: Provider) -> anyhow::Result<Credentials> {
+pub(crate) fn credentials(
+    settings: &ProviderSettings,
+    provider: Provider,
+) -> anyhow::Result<Credentials> {
     let secret = match &settings.client_secret {
         None => None,
         Some(source) => {

@@ -315,7 +315,7 @@ async fn destroy(context: &super::Context, integration: &str, yes: bool) -> anyh
 
 /// Asks the person to type `word` to go on with `action`, unless `yes`; without a terminal to
 /// ask on, `--yes` is required.
-fn confirm(yes: bool, word: &str, action: &str) -> anyhow::Result<()> {
+pub(crate) fn confirm(yes: bool, word: &str, action: &str) -> anyhow::Result<()> {
     if yes {
         return Ok(());
     }

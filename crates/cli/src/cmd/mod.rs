@@ -5,6 +5,7 @@ pub(crate) mod config;
 pub(crate) mod connect;
 mod context;
 pub(crate) mod db;
+pub(crate) mod disconnect;
 pub(crate) mod integrations;
 pub(crate) mod keys;
 pub(crate) mod status;

@@ -1,0 +1,109 @@
+//! `datapunk disconnect INTEGRATION [--keep-data]`: end Datapunk's access to an account.
+//!
+//! The refresh token is revoked at the provider where it has an RFC 7009 endpoint (Google);
+//! where it has none (Microsoft, Spotify), the command says where the person removes
+//! Datapunk's access by hand. Then the token record leaves the vault, and, unless
+//! `--keep-data`, the data key is destroyed with the integration's rows, which makes what was
+//! synced unreadable everywhere. The integration stays listed as `revoked`.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use datapunk_daemon::audit::event;
+use datapunk_oauth::provider::Provider;
+use datapunk_oauth::token::TokenClient;
+use datapunk_store::audit::Outcome;
+use datapunk_store::integrations::{self, State};
+use serde_json::json;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct DisconnectArgs {
+    /// The integration, as `datapunk integrations` lists it.
+    integration: String,
+    /// Keep the synced data and its key; only the access ends.
+    #[arg(long)]
+    keep_data: bool,
+    /// Do not ask before destroying the data (needed when standard input is not a terminal).
+    #[arg(long)]
+    yes: bool,
+}
+
+pub(crate) async fn run(path: Option<&Path>, args: DisconnectArgs) -> anyhow::Result<()> {
+    let config = super::load_config(path)?;
+    let context = super::Context::open(&config).await?;
+    let result = disconnect(&context, &config, &args).await;
+    context.database.close().await;
+    result
+}
+
+async fn disconnect(
+    context: &super::Context,
+    config: &datapunk_config::Config,
+    args: &DisconnectArgs,
+) -> anyhow::Result<()> {
+    let name = args.integration.as_str();
+    let integration = {
+        let client = context.database.store().client().await?;
+        integrations::get(&client, name).await?
+    }
+    .with_context(|| format!("there is no integration `{name}`; see `datapunk integrations`"))?;
+    let provider: Provider = integration.provider.parse()?;
+    if !args.keep_data {
+        eprintln!(
+            "warning: this destroys the data key of {name}, which makes everything synced from \
+             it unreadable for good; add --keep-data to keep it."
+        );
+        super::keys::confirm(args.yes, name, &format!("disconnect {name} and destroy its data"))?;
+    }
+    context.preflight().await?;
+
+    let token = context.vault.token(name).await.context("cannot read the tokens")?;
+    let settings = config.providers.get(provider.as_str());
+    let revoke_url =
+        settings.and_then(|s| s.revoke_url.clone()).or_else(|| provider.default_endpoints().revoke);
+    let refresh = token.as_ref().and_then(|t| t.refresh_token.as_ref());
+    match (&revoke_url, refresh, settings) {
+        (Some(url), Some(refresh), Some(settings)) => {
+            let credentials = super::connect::credentials(settings, provider)?;
+            let revoked = TokenClient::new()?.revoke(url, &credentials, refresh).await;
+            let (outcome, reason) = match &revoked {
+                Ok(()) => (Outcome::Success, None),
+                Err(error) => (Outcome::Failure, Some(error.to_string())),
+            };
+            let details = json!({ "provider": provider.as_str(), "reason": reason });
+            let mut revoke_event = event("cli", "integration.revoked", outcome, details);
+            revoke_event.integration = Some(name.to_owned());
+            context.record(&revoke_event, "grant revoked at the provider").await?;
+            match revoked {
+                Ok(()) => println!("revoked Datapunk's access at {provider}"),
+                Err(error) => eprintln!(
+                    "warning: {provider} did not confirm the revocation ({error}); remove \
+                     Datapunk's access at {}",
+                    provider.manage_access_url()
+                ),
+            }
+        }
+        _ => println!(
+            "{provider} offers no way for an app to give up its access; remove Datapunk at {}",
+            provider.manage_access_url()
+        ),
+    }
+
+    context.vault.delete_token(name).await.context("cannot delete the tokens")?;
+    if !args.keep_data && context.vault.delete_data_key(name).await? {
+        let details = json!({ "backend": context.vault.kind().as_str() });
+        let mut key_event = event("cli", "key.destroyed", Outcome::Success, details);
+        key_event.integration = Some(name.to_owned());
+        context.record(&key_event, "data key destroyed").await?;
+    }
+    {
+        let client = context.database.store().client().await?;
+        integrations::set_state(&client, name, State::Revoked, None).await?;
+    }
+    let details = json!({ "provider": provider.as_str(), "kept_data": args.keep_data });
+    let mut done = event("cli", "integration.disconnected", Outcome::Success, details);
+    done.integration = Some(name.to_owned());
+    context.record(&done, "integration disconnected").await?;
+    println!("disconnected {name}{}", if args.keep_data { "; its data is kept" } else { "" });
+    Ok(())
+}
