@@ -1,81 +1,17 @@
 //! `datapunk connect` against the provider sandbox, the test acting as the browser: it reads
 //! the printed address, opens it, and follows the redirect to the CLI's loopback listener.
 
-use std::io::{BufRead as _, BufReader};
+mod sandboxed;
+
 use std::net::SocketAddr;
-use std::process::{Child, Stdio};
 
 use datapunk_sandbox::{Provider, Sandbox};
-use datapunk_testkit::SessionBus;
-use datapunk_tests::Setup;
-use datapunk_vault::backend::{SecretServiceOptions, Vault};
-
-/// An installation whose configuration points at `sandbox`, with its own keyring.
-fn setup(sandbox: &Sandbox) -> (Setup, SessionBus) {
-    let setup = Setup::external();
-    assert!(setup.init().status.success());
-    let scratch = tempfile::tempdir().expect("a directory");
-    let written = scratch.path().join("providers.toml");
-    sandbox.write_config(&written).expect("the sandbox's configuration");
-    let mut providers = std::fs::read_to_string(&written).expect("read it");
-    // The client secret must be readable by the account the CLI runs as.
-    let secret_file = scratch.path().join("sandbox-google-client-secret");
-    let secret = std::fs::read(&secret_file).expect("the client secret");
-    let own = setup.write_file("google-client-secret", &secret);
-    providers = providers.replace(&secret_file.display().to_string(), &own.display().to_string());
-    let config = std::fs::read_to_string(&setup.config).expect("the configuration");
-    setup.write_config(&format!("{config}\n{providers}"));
-    (setup, SessionBus::start())
-}
-
-fn connect(setup: &Setup, bus: &SessionBus, args: &[&str]) -> Child {
-    setup
-        .command("datapunk")
-        .arg("connect")
-        .args(args)
-        .env("DBUS_SESSION_BUS_ADDRESS", bus.address())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start datapunk connect")
-}
-
-/// Reads the CLI's output up to the authorization address and returns it.
-fn authorization_url(child: &mut Child) -> String {
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    loop {
-        let line = lines.next().expect("the CLI printed the address").expect("a line");
-        if line.starts_with("http://") {
-            // The rest of the output is read by `wait_with_output` later.
-            std::thread::spawn(move || lines.for_each(drop));
-            return line;
-        }
-    }
-}
-
-/// Opens `url` as a browser would, following one redirect, and returns the final page.
-async fn browse(url: &str) -> (reqwest::StatusCode, String) {
-    let browser = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("a browser");
-    let answer = browser.get(url).send().await.expect("open the address");
-    assert_eq!(answer.status(), 302);
-    let location = answer.headers()["location"].to_str().expect("a location").to_owned();
-    let page = browser.get(location).send().await.expect("follow the redirect");
-    (page.status(), page.text().await.expect("the page"))
-}
-
-fn finish(child: Child) -> (bool, String) {
-    let output = child.wait_with_output().expect("wait for datapunk connect");
-    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
-}
+use sandboxed::{authorization_url, browse, connect, connected, finish, setup, vault};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn connecting_each_provider_stores_tokens_in_the_keyring_and_the_integration_in_postgresql() {
     let sandbox = Sandbox::start(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("sandbox");
-    let (setup, bus) = setup(&sandbox);
+    let (setup, bus) = setup(&sandbox, "");
 
     for (provider, name, datasets) in [
         (Provider::Google, "google", "calendar,contacts"),
@@ -90,9 +26,7 @@ async fn connecting_each_provider_stores_tokens_in_the_keyring_and_the_integrati
         assert!(ok, "{name}: {stderr}");
         assert_eq!(status, 200, "{page}");
         assert_eq!(sandbox.stats(provider).pkce_verified, 1, "{name}: the verifier matched");
-        let vault = Vault::secret_service(SecretServiceOptions {
-            bus_address: Some(bus.address().to_owned()),
-        });
+        let vault = vault(&bus);
         let token = vault.token(name).await.expect("read the keyring").expect("a token");
         assert!(sandbox.issued_tokens().contains(&token.access_token.expose_secret().to_owned()));
         assert!(vault.data_key(name).await.expect("read the keyring").is_some(), "{name}");
@@ -146,7 +80,7 @@ async fn connecting_each_provider_stores_tokens_in_the_keyring_and_the_integrati
 #[tokio::test(flavor = "multi_thread")]
 async fn a_forged_redirect_is_refused_and_audited_and_nothing_is_stored() {
     let sandbox = Sandbox::start(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("sandbox");
-    let (setup, bus) = setup(&sandbox);
+    let (setup, bus) = setup(&sandbox, "");
     let mut child =
         connect(&setup, &bus, &["spotify", "--datasets", "saved-tracks", "--no-browser"]);
     let url = authorization_url(&mut child);
@@ -165,8 +99,7 @@ async fn a_forged_redirect_is_refused_and_audited_and_nothing_is_stored() {
     assert!(!ok);
     assert!(stderr.contains("does not belong to this authorization"), "{stderr}");
     assert_eq!(sandbox.stats(Provider::Spotify).token_requests, 0, "no code was exchanged");
-    let vault =
-        Vault::secret_service(SecretServiceOptions { bus_address: Some(bus.address().to_owned()) });
+    let vault = vault(&bus);
     assert!(vault.token("spotify").await.expect("read").is_none());
     let refused = setup.cli_ok(&["audit", "--action", "integration.connect_refused", "--json"]);
     assert_eq!(refused.lines().count(), 1, "{refused}");
@@ -183,7 +116,7 @@ async fn a_forged_redirect_is_refused_and_audited_and_nothing_is_stored() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_narrowed_grant_marks_the_missing_dataset_not_granted_and_says_so() {
     let sandbox = Sandbox::start(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("sandbox");
-    let (setup, bus) = setup(&sandbox);
+    let (setup, bus) = setup(&sandbox, "");
     sandbox
         .withhold_scopes(Provider::Google, &["https://www.googleapis.com/auth/calendar.readonly"]);
 
@@ -202,23 +135,13 @@ async fn a_narrowed_grant_marks_the_missing_dataset_not_granted_and_says_so() {
     assert!(narrowed.contains("calendar"), "{narrowed}");
 }
 
-/// Connects `name` through the CLI, the test acting as the browser.
-async fn connected(setup: &Setup, bus: &SessionBus, name: &str, datasets: &str) {
-    let mut child = connect(setup, bus, &[name, "--datasets", datasets, "--no-browser"]);
-    let url = authorization_url(&mut child);
-    browse(&url).await;
-    let (ok, stderr) = tokio::task::spawn_blocking(move || finish(child)).await.expect("join");
-    assert!(ok, "{name}: {stderr}");
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn disconnect_revokes_at_google_says_where_spotify_is_revoked_and_removes_the_secrets() {
     let sandbox = Sandbox::start(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("sandbox");
-    let (setup, bus) = setup(&sandbox);
+    let (setup, bus) = setup(&sandbox, "");
     connected(&setup, &bus, "google", "calendar").await;
     connected(&setup, &bus, "spotify", "saved-tracks").await;
-    let vault =
-        Vault::secret_service(SecretServiceOptions { bus_address: Some(bus.address().to_owned()) });
+    let vault = vault(&bus);
     let google = vault.token("google").await.expect("read").expect("a token");
     let refresh =
         google.refresh_token.as_ref().expect("a refresh token").expose_secret().to_owned();

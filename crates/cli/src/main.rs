@@ -43,6 +43,8 @@ enum Command {
     Audit(cmd::audit::AuditArgs),
     /// Grant Datapunk read access to a Google, Microsoft or Spotify account.
     Connect(cmd::connect::ConnectArgs),
+    /// Check that an integration works: refresh its token if due, ask the provider who it is.
+    Check(cmd::check::CheckArgs),
     /// End Datapunk's access to an account, revoking it where the provider allows.
     Disconnect(cmd::disconnect::DisconnectArgs),
     /// List the connected accounts, their datasets and states (no keyring needed).
@@ -101,6 +103,7 @@ fn main() -> ExitCode {
             Command::Audit(audit) => cmd::audit::run(config.as_deref(), audit).await,
             Command::Keys(command) => cmd::keys::run(config.as_deref(), command).await,
             Command::Integrations { json } => cmd::integrations::run(config.as_deref(), json).await,
+            Command::Check(args) => cmd::check::run(config.as_deref(), args).await,
             Command::Disconnect(args) => cmd::disconnect::run(config.as_deref(), args).await,
             Command::Connect(connect) => cmd::connect::run(config.as_deref(), connect).await,
         }

@@ -40,6 +40,8 @@ pub struct Config {
     pub database: Database,
     /// Where OAuth tokens and data keys are kept.
     pub vault: Vault,
+    /// When integrations are synced.
+    pub sync: SyncSettings,
     /// The OAuth clients, by provider name (`google`, `microsoft`, `spotify`).
     pub providers: std::collections::BTreeMap<String, ProviderSettings>,
 }
@@ -60,6 +62,23 @@ pub struct ProviderSettings {
     pub revoke_url: Option<String>,
     /// The data API's base URL; `None` keeps the provider's.
     pub api_base: Option<String>,
+    /// The endpoint that says which account a token belongs to (Google's OpenID Connect
+    /// userinfo, Graph's and Spotify's `/me`); `None` keeps the provider's.
+    pub account_url: Option<String>,
+}
+
+/// The `[sync]` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncSettings {
+    /// How often each integration is synced (its tokens refreshed when due, its account
+    /// checked). Default 15 minutes.
+    pub interval: Duration,
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        Self { interval: Duration::from_secs(15 * 60) }
+    }
 }
 
 /// The `[daemon]` table.

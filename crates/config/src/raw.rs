@@ -10,13 +10,15 @@ use toml::Spanned;
 use crate::error::sanitize;
 use crate::{
     Config, ConfigError, Daemon, Database, DatabaseMode, Environment, Location, Log,
-    MASTER_KEY_CREDENTIAL, ProviderSettings, SecretRef, SecretSource, Tls, Vault, VaultBackend,
-    join,
+    MASTER_KEY_CREDENTIAL, ProviderSettings, SecretRef, SecretSource, SyncSettings, Tls, Vault,
+    VaultBackend, join,
 };
 
 const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 const MAX_POOL: u32 = 64;
 const MAX_VAULT_TIMEOUT: u64 = 600;
+/// A day: a longer interval lets refresh tokens lapse (Microsoft's after 90 days unused).
+const MAX_SYNC_INTERVAL: u64 = 86_400;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -25,6 +27,7 @@ struct RawConfig {
     log: RawLog,
     database: RawDatabase,
     vault: RawVault,
+    sync: RawSync,
     providers: std::collections::BTreeMap<String, RawProvider>,
 }
 
@@ -38,6 +41,7 @@ struct RawProvider {
     token_url: Option<Spanned<String>>,
     revoke_url: Option<Spanned<String>>,
     api_base: Option<Spanned<String>>,
+    account_url: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -45,6 +49,12 @@ struct RawProvider {
 struct RawDaemon {
     runtime_dir: Option<Spanned<PathBuf>>,
     state_dir: Option<Spanned<PathBuf>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSync {
+    interval_secs: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -161,12 +171,13 @@ pub(crate) fn parse(text: &str, path: &Path, env: &Environment) -> Result<Config
     };
     let database = database(&src, &raw.database, env)?;
     let vault = vault(&src, &raw.vault)?;
+    let sync = sync(&src, &raw.sync)?;
     let mut providers = std::collections::BTreeMap::new();
     for (name, provider) in &raw.providers {
         providers.insert(name.clone(), self::provider(&src, name, provider)?);
     }
 
-    Ok(Config { source: Some(path.to_path_buf()), daemon, log, database, vault, providers })
+    Ok(Config { source: Some(path.to_path_buf()), daemon, log, database, vault, sync, providers })
 }
 
 fn deserialize(src: &Source<'_>) -> Result<RawConfig, ConfigError> {
@@ -396,6 +407,20 @@ fn vault(src: &Source<'_>, raw: &RawVault) -> Result<Vault, ConfigError> {
     Ok(Vault { backend, timeout })
 }
 
+fn sync(src: &Source<'_>, raw: &RawSync) -> Result<SyncSettings, ConfigError> {
+    let interval = match &raw.interval_secs {
+        None => SyncSettings::default().interval,
+        Some(secs) if (1..=MAX_SYNC_INTERVAL).contains(secs.get_ref()) => {
+            Duration::from_secs(*secs.get_ref())
+        }
+        Some(secs) => {
+            let problem = format!("must be between 1 and {MAX_SYNC_INTERVAL} seconds");
+            return Err(src.at(secs, "sync.interval_secs", problem));
+        }
+    };
+    Ok(SyncSettings { interval })
+}
+
 /// The providers Datapunk knows; `[providers.NAME]` must name one.
 const PROVIDERS: [&str; 3] = ["google", "microsoft", "spotify"];
 
@@ -450,6 +475,7 @@ fn provider(
         token_url: url(&raw.token_url, "token_url")?,
         revoke_url: url(&raw.revoke_url, "revoke_url")?,
         api_base: url(&raw.api_base, "api_base")?,
+        account_url: url(&raw.account_url, "account_url")?,
     })
 }
 

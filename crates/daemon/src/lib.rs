@@ -8,15 +8,21 @@
 //! - [`control`] is the control socket: its protocol, its server and the client the CLI uses.
 //! - [`logging`] sends logs to journald when it is there, else to standard error.
 //! - [`vault`] opens the secret store the configuration names and watches its state.
+//! - [`providers`] reads the configured OAuth clients; [`tokens`] hands out access tokens and
+//!   refreshes them, one refresh at a time; [`desktop`] tells the person what needs them.
 //! - [`process`] holds the process-wide safety checks: umask, root refusal, private directories.
 
 pub mod audit;
 pub mod control;
 pub mod database;
+pub mod desktop;
 pub mod logging;
 mod notify;
 pub mod process;
+pub mod providers;
 pub mod service;
+mod sync;
+pub mod tokens;
 pub mod vault;
 
 /// Exit status for a configuration problem (`EX_CONFIG` from sysexits.h).

@@ -23,7 +23,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Mutex, watch};
 
 use crate::audit::{Auditor, event};
-use crate::control::proto::{AuditStatus, DatabaseStatus, State, Status, VaultStatus};
+use crate::control::proto::{
+    AuditStatus, DatabaseStatus, IntegrationStatus, State, Status, VaultStatus,
+};
 use crate::control::server;
 use crate::database::Database;
 use crate::logging::LevelHandle;
@@ -71,13 +73,33 @@ impl Shared {
         }
     }
 
+    /// The database.
+    pub(crate) fn database(&self) -> &Database {
+        &self.database
+    }
+
     /// A snapshot of the daemon's state.
     pub(crate) async fn status(&self) -> Status {
         let probe = self.database.store().client();
-        let reachable = matches!(
-            tokio::time::timeout(std::time::Duration::from_secs(1), probe).await,
-            Ok(Ok(_))
-        );
+        let client = match tokio::time::timeout(std::time::Duration::from_secs(1), probe).await {
+            Ok(Ok(client)) => Some(client),
+            _ => None,
+        };
+        let reachable = client.is_some();
+        let integrations = match &client {
+            Some(client) => datapunk_store::integrations::list(client)
+                .await
+                .map(|all| {
+                    all.into_iter()
+                        .map(|i| IntegrationStatus {
+                            name: i.name,
+                            state: i.state.as_str().to_owned(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
         Status {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pid: std::process::id(),
@@ -95,7 +117,7 @@ impl Shared {
                 head_id: *self.head_id.lock().await,
             },
             vault: self.vault_status().await,
-            integrations: Vec::new(),
+            integrations,
         }
     }
 
@@ -147,6 +169,16 @@ impl Shared {
             State::Stopping => notify::stopping(&summary),
             _ => notify::status(&summary),
         }
+    }
+}
+
+impl crate::tokens::Recorder for Shared {
+    fn record<'a>(
+        &'a self,
+        event: Event,
+        message: &'static str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move { Shared::record(self, &event, message).await })
     }
 }
 
@@ -278,7 +310,22 @@ async fn serve(
     let (stop_server, stopped) = watch::channel(false);
     let server = tokio::spawn(server::serve(listener, Arc::clone(&shared), stopped.clone()));
     let vault_watch =
-        tokio::spawn(crate::vault::watch(Arc::clone(&shared), Arc::clone(&vault), stopped));
+        tokio::spawn(crate::vault::watch(Arc::clone(&shared), Arc::clone(&vault), stopped.clone()));
+    let rounds = match keeper(&config, &vault, &shared) {
+        Ok(keeper) => tokio::spawn(crate::sync::run(
+            Arc::clone(&shared),
+            keeper,
+            config.sync.interval,
+            stopped,
+        )),
+        Err(error) => {
+            let _ = stop_server.send(true);
+            let _ = server.await;
+            vault_watch.abort();
+            shutdown(shared).await;
+            return Err(ConfigProblem(format!("{error:#}")).into());
+        }
+    };
 
     *shared.state.lock().await = State::Running;
     notify::ready(&shared.status().await.summary());
@@ -310,11 +357,39 @@ async fn serve(
         tracing::warn!("the vault watcher did not stop in time");
         vault_watch.abort();
     }
+    let mut rounds = rounds;
+    if tokio::time::timeout(VAULT_WATCH_BUDGET, &mut rounds).await.is_err() {
+        tracing::warn!("the integration rounds did not stop in time");
+        rounds.abort();
+    }
     if let Err(error) = std::fs::remove_file(&socket) {
         tracing::warn!(%error, "could not remove the control socket");
     }
     shutdown(shared).await;
     Ok(())
+}
+
+/// The token keeper over every configured provider's client.
+fn keeper(
+    config: &Config,
+    vault: &Arc<datapunk_vault::backend::Vault>,
+    shared: &Arc<Shared>,
+) -> anyhow::Result<Arc<crate::tokens::Keeper>> {
+    let mut clients = Vec::new();
+    for provider in datapunk_oauth::provider::Provider::ALL {
+        if config.providers.contains_key(provider.as_str()) {
+            clients.push(crate::providers::ProviderClient::configured(config, provider)?);
+        }
+    }
+    let recorder: Arc<dyn crate::tokens::Recorder> = Arc::clone(shared) as _;
+    let keeper = crate::tokens::Keeper::new(
+        Arc::clone(vault),
+        shared.database.store().clone(),
+        clients,
+        "daemon",
+        recorder,
+    )?;
+    Ok(Arc::new(keeper))
 }
 
 /// Checks the audit anchor before anything is appended, and reads the server's version.

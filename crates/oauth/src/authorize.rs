@@ -311,7 +311,7 @@ mod tests {
         assert_eq!(param(url, "redirect_uri").as_deref(), Some("http://127.0.0.1:4711/callback"));
         assert_eq!(
             param(url, "scope").as_deref(),
-            Some("offline_access Calendars.Read Contacts.Read")
+            Some("offline_access User.Read Calendars.Read Contacts.Read")
         );
         assert_eq!(param(url, "code_challenge_method").as_deref(), Some("S256"));
         let challenge = param(url, "code_challenge").expect("a challenge");

@@ -1,5 +1,6 @@
 //! Datapunk's OAuth 2.0 client.
 //!
+//! - [`account`]: which account a token belongs to, and what a data API's refusal means.
 //! - [`provider`]: Google, Microsoft and Spotify, their datasets with the narrowest read-only
 //!   scopes that serve them, and their documented endpoints.
 //! - [`authorize`]: the authorization code flow with PKCE (`S256`) and a random `state`, and
@@ -9,6 +10,7 @@
 //! - [`token`]: the one HTTP client for provider traffic, exchanging codes and refreshing
 //!   tokens, and what each failure means for the caller.
 
+pub mod account;
 pub mod authorize;
 pub mod grant;
 pub mod loopback;

@@ -15,6 +15,10 @@
 //! | `spotify` | `recently-played` | `user-read-recently-played` |
 //! | `spotify` | `saved-tracks` | `user-library-read` |
 //! | `spotify` | `playlists` | `playlist-read-private playlist-read-collaborative` |
+//!
+//! Besides the datasets' scopes, Google is asked for `openid email` and Microsoft for
+//! `User.Read`, which let Datapunk learn which account it was given ([`crate::account`]), so
+//! that reconnecting an integration to another account can be refused.
 
 use std::fmt;
 use std::str::FromStr;
@@ -52,6 +56,9 @@ pub struct Endpoints {
     pub revoke: Option<String>,
     /// The base URL of the data API.
     pub api_base: String,
+    /// The endpoint that names the account a token belongs to: Google's OpenID Connect
+    /// userinfo, Graph's and Spotify's `/me`.
+    pub account: String,
 }
 
 /// How the client authenticates at the token endpoint.
@@ -141,12 +148,15 @@ impl Provider {
         })
     }
 
-    /// Scopes asked for whatever the datasets: Microsoft issues a refresh token only for
-    /// `offline_access`.
+    /// Scopes asked for whatever the datasets. Microsoft issues a refresh token only for
+    /// `offline_access`, and answers `/me` only for `User.Read`; Google's userinfo names the
+    /// account (a stable `sub` and the address) for `openid email`. Spotify's `/me` needs no
+    /// scope for the id and display name.
     pub const fn base_scopes(self) -> &'static [&'static str] {
         match self {
-            Self::Microsoft => &["offline_access"],
-            Self::Google | Self::Spotify => &[],
+            Self::Google => &["openid", "email"],
+            Self::Microsoft => &["offline_access", "User.Read"],
+            Self::Spotify => &[],
         }
     }
 
@@ -171,24 +181,27 @@ impl Provider {
     /// The documented endpoints. Microsoft's use the `common` tenant, which serves both
     /// personal and work accounts.
     pub fn default_endpoints(self) -> Endpoints {
-        let (authorize, token, revoke, api_base) = match self {
+        let (authorize, token, revoke, api_base, account) = match self {
             Self::Google => (
                 "https://accounts.google.com/o/oauth2/v2/auth",
                 "https://oauth2.googleapis.com/token",
                 Some("https://oauth2.googleapis.com/revoke"),
                 "https://www.googleapis.com",
+                "https://openidconnect.googleapis.com/v1/userinfo",
             ),
             Self::Microsoft => (
                 "https://login.microsoftonline.com/common/oauth2/v2.0/authorize",
                 "https://login.microsoftonline.com/common/oauth2/v2.0/token",
                 None,
                 "https://graph.microsoft.com/v1.0",
+                "https://graph.microsoft.com/v1.0/me",
             ),
             Self::Spotify => (
                 "https://accounts.spotify.com/authorize",
                 "https://accounts.spotify.com/api/token",
                 None,
                 "https://api.spotify.com/v1",
+                "https://api.spotify.com/v1/me",
             ),
         };
         Endpoints {
@@ -196,6 +209,7 @@ impl Provider {
             token: token.to_owned(),
             revoke: revoke.map(str::to_owned),
             api_base: api_base.to_owned(),
+            account: account.to_owned(),
         }
     }
 
@@ -283,7 +297,9 @@ mod tests {
         for provider in Provider::ALL {
             let endpoints = provider.default_endpoints();
             assert_eq!(endpoints.revoke.is_some(), provider == Provider::Google);
-            for url in [&endpoints.authorize, &endpoints.token, &endpoints.api_base] {
+            for url in
+                [&endpoints.authorize, &endpoints.token, &endpoints.api_base, &endpoints.account]
+            {
                 assert!(url.starts_with("https://"), "{url}");
             }
         }

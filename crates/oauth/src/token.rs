@@ -182,6 +182,11 @@ impl TokenClient {
         }
     }
 
+    /// The underlying HTTP client, for the provider's data APIs.
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// A request function for oauth2 that sends through this client and notes the status,
     /// which oauth2's errors do not keep.
     fn recording(&self, status: &Arc<AtomicU16>) -> impl Fn(HttpRequest) -> Sent + use<> {
@@ -239,11 +244,17 @@ fn auth_type(provider: Provider, credentials: &Credentials) -> AuthType {
 /// A token endpoint URL, which must be `https` unless it is on the loopback interface.
 fn endpoint(url: &str) -> Result<TokenUrl, TokenError> {
     let parsed = Url::parse(url).map_err(|_| TokenError::Endpoint { reason: "it is not a URL" })?;
-    let loopback = matches!(parsed.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"));
-    if parsed.scheme() != "https" && !(parsed.scheme() == "http" && loopback) {
-        return Err(TokenError::Endpoint { reason: "it must use https (http only on 127.0.0.1)" });
-    }
+    let parsed = checked_url(parsed.as_str())
+        .ok_or(TokenError::Endpoint { reason: "it must use https (http only on 127.0.0.1)" })?;
     Ok(TokenUrl::from_url(parsed))
+}
+
+/// `url` when it is `https`, or plain `http` on the loopback interface where the provider
+/// sandbox and test servers run; `None` otherwise.
+pub(crate) fn checked_url(url: &str) -> Option<Url> {
+    let parsed = Url::parse(url).ok()?;
+    let loopback = matches!(parsed.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"));
+    (parsed.scheme() == "https" || (parsed.scheme() == "http" && loopback)).then_some(parsed)
 }
 
 type OAuthResult = Result<

@@ -31,6 +31,7 @@ fn endpoints(sandbox: &Sandbox, provider: Provider) -> Endpoints {
         token: sandbox.endpoint(p, "token"),
         revoke: (provider == Provider::Google).then(|| sandbox.endpoint(p, "revoke")),
         api_base: sandbox.base_url().to_owned(),
+        account: sandbox.account_url(p),
     }
 }
 
@@ -250,5 +251,9 @@ async fn a_narrowed_grant_leaves_the_unticked_dataset_not_granted() {
             Coverage { dataset: "contacts", granted: true },
         ]
     );
-    assert_eq!(tokens.record.scopes, ["https://www.googleapis.com/auth/contacts.readonly"]);
+    assert_eq!(
+        tokens.record.scopes,
+        ["openid", "email", "https://www.googleapis.com/auth/contacts.readonly"],
+        "the account scopes and the ticked dataset's"
+    );
 }

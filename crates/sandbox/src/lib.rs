@@ -9,18 +9,30 @@
 //!
 //! Each provider lives under its name: `BASE/google/authorize`, `BASE/google/token`,
 //! `BASE/google/revoke`, and so on. The authorization endpoint plays the person too: it
-//! consents at once and redirects to the client's redirect URI with a code.
+//! consents at once, as the provider's current [`Account`], and redirects to the client's
+//! redirect URI with a code.
+//!
+//! Beside them, each provider has an account endpoint that says whose an access token is, as
+//! the providers' own do: Google's OpenID Connect userinfo at `BASE/google/userinfo`, Graph's
+//! `/me` at `BASE/microsoft/api/me`, Spotify's `/me` at `BASE/spotify/api/me`
+//! ([`Sandbox::account_url`]). They take `Authorization: Bearer` with an access token the
+//! sandbox issued for that provider, answer 401 in the provider's shape once it has expired,
+//! and 403 when the grant lacks the scope the provider requires (`openid` at Google,
+//! `User.Read` at Microsoft). Tokens keep the account they were issued for, so a test can
+//! change who signs in ([`Sandbox::sign_in_as`]) and tell old grants from new ones.
 //!
 //! [`Sandbox::start`] runs it inside a test's process; the `datapunk-sandbox` binary runs it on
 //! its own. The data APIs join it with the sync work.
 
+mod account;
 mod oauth;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+pub use account::Account;
 pub use oauth::{Client, Failure, Provider, Stats};
 
 /// A running sandbox.
@@ -42,7 +54,7 @@ impl Sandbox {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let base_url = format!("http://{}", listener.local_addr()?);
         let state = Arc::new(Mutex::new(oauth::State::new(&base_url)));
-        let app = oauth::router(Arc::clone(&state));
+        let app = oauth::routes().merge(account::routes()).with_state(Arc::clone(&state));
         let server = tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, app).await {
                 eprintln!("datapunk-sandbox: the server stopped: {error}");
@@ -61,6 +73,12 @@ impl Sandbox {
         format!("{}/{}/{name}", self.base_url, provider.as_str())
     }
 
+    /// The account endpoint of `provider`: `BASE/google/userinfo`, `BASE/microsoft/api/me` or
+    /// `BASE/spotify/api/me`.
+    pub fn account_url(&self, provider: Provider) -> String {
+        format!("{}{}", self.base_url, account::path(provider))
+    }
+
     /// The client registered for `provider`.
     pub fn client(&self, provider: Provider) -> Client {
         self.with(|state| state.provider(provider).client.clone())
@@ -71,6 +89,31 @@ impl Sandbox {
         self.with(|state| {
             state.provider_mut(provider).withheld =
                 scopes.iter().map(|s| (*s).to_owned()).collect();
+        });
+    }
+
+    /// Makes `account` the person who signs in at the next authorizations of `provider`
+    /// ([`Account::builtin`] until then). Grants made before keep their account.
+    pub fn sign_in_as(&self, provider: Provider, account: Account) {
+        self.with(|state| state.provider_mut(provider).account = account);
+    }
+
+    /// Makes access tokens issued for `provider` from now on live `lifetime`, rounded down to
+    /// whole seconds and at least one: the `expires_in` of token responses and the expiry the
+    /// account endpoint enforces. Tokens issued before keep theirs. The default is an hour.
+    pub fn set_access_token_lifetime(&self, provider: Provider, lifetime: Duration) {
+        let lifetime = Duration::from_secs(lifetime.as_secs().max(1));
+        self.with(|state| state.provider_mut(provider).access_lifetime = lifetime);
+    }
+
+    /// Expires every access token issued for `provider` so far: the account endpoint answers
+    /// them 401 from now on.
+    pub fn expire_access_tokens(&self, provider: Provider) {
+        let now = Instant::now();
+        self.with(|state| {
+            for access in state.provider_mut(provider).access.values_mut() {
+                access.expires = Some(now);
+            }
         });
     }
 
@@ -138,6 +181,7 @@ impl Sandbox {
                 text.push_str(&format!("revoke_url = \"{}\"\n", self.endpoint(provider, "revoke")));
             }
             text.push_str(&format!("api_base = \"{}/{name}/api\"\n", self.base_url));
+            text.push_str(&format!("account_url = \"{}\"\n", self.account_url(provider)));
         }
         create_private(path, text.as_bytes())
     }

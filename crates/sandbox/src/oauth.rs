@@ -1,8 +1,11 @@
-//! The OAuth endpoints: authorize, token, revoke.
+//! The OAuth endpoints (authorize, token, revoke) and the state every endpoint shares.
+//!
+//! [`State`] holds, per provider, the registered [`Client`], the [`Account`] that signs in, the
+//! codes, refresh and access tokens issued, the queued [`Failure`]s and the [`Stats`].
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Form, Path, Query, State as Shared};
@@ -16,11 +19,14 @@ use serde_json::json;
 use sha2::{Digest as _, Sha256};
 use url::Url;
 
+use crate::account::Account;
+
 /// How long a [`Failure::Slow`] answer waits.
 pub(crate) const SLOW: Duration = Duration::from_secs(3);
 
-/// How long an access token lives, as all three providers issue them.
-const ACCESS_TOKEN_SECS: u64 = 3600;
+/// How long an access token lives unless a test says otherwise, as all three providers issue
+/// them.
+const ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// A provider the sandbox stands in for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -37,7 +43,7 @@ pub enum Provider {
 }
 
 impl Provider {
-    const ALL: [Provider; 3] = [Self::Google, Self::Microsoft, Self::Spotify];
+    pub(crate) const ALL: [Provider; 3] = [Self::Google, Self::Microsoft, Self::Spotify];
 
     /// The path segment and configuration name: `google`, `microsoft`, `spotify`.
     pub const fn as_str(self) -> &'static str {
@@ -102,26 +108,61 @@ pub struct Stats {
     pub refreshes: u64,
     /// Tokens revoked.
     pub revocations: u64,
+    /// Token requests with `grant_type=refresh_token`, failed ones included.
+    pub refresh_requests: u64,
+    /// Token requests with `grant_type=authorization_code`, failed ones included.
+    pub code_requests: u64,
+    /// Requests to the account endpoint.
+    pub api_requests: u64,
+    /// Requests to the account endpoint answered 401.
+    pub api_unauthorized: u64,
+}
+
+/// What a grant carries from the code to the refresh and access tokens issued under it.
+#[derive(Clone)]
+pub(crate) struct Grant {
+    pub(crate) scopes: Vec<String>,
+    pub(crate) account: Account,
+}
+
+/// An access token issued.
+pub(crate) struct Access {
+    pub(crate) grant: Grant,
+    /// `None` when the lifetime reaches past what an [`Instant`] can hold.
+    pub(crate) expires: Option<Instant>,
+}
+
+impl Access {
+    pub(crate) fn expired(&self, now: Instant) -> bool {
+        self.expires.is_some_and(|expires| now >= expires)
+    }
 }
 
 struct Code {
     client_id: String,
     redirect_uri: String,
     challenge: String,
-    scopes: Vec<String>,
+    grant: Grant,
 }
 
 pub(crate) struct ProviderState {
     pub(crate) client: Client,
+    /// Who signs in at the next authorizations.
+    pub(crate) account: Account,
     codes: HashMap<String, Code>,
-    /// Live refresh tokens and the scopes they carry.
-    pub(crate) refresh: HashMap<String, Vec<String>>,
+    /// Live refresh tokens and the grants they carry.
+    pub(crate) refresh: HashMap<String, Grant>,
+    /// Every access token issued, expired ones included.
+    pub(crate) access: HashMap<String, Access>,
+    /// Whole seconds, at least one.
+    pub(crate) access_lifetime: Duration,
     pub(crate) withheld: Vec<String>,
     pub(crate) failures: VecDeque<Failure>,
     pub(crate) stats: Stats,
 }
 
 pub(crate) struct State {
+    pub(crate) base_url: String,
     providers: HashMap<Provider, ProviderState>,
     pub(crate) spotify_omits_refresh_tokens: bool,
     pub(crate) issued: Vec<String>,
@@ -134,14 +175,17 @@ impl std::fmt::Debug for State {
 }
 
 impl State {
-    pub(crate) fn new(_base_url: &str) -> Self {
+    pub(crate) fn new(base_url: &str) -> Self {
         let providers = Provider::ALL
             .into_iter()
             .map(|provider| {
                 let state = ProviderState {
                     client: Client::builtin(provider),
+                    account: Account::builtin(provider),
                     codes: HashMap::new(),
                     refresh: HashMap::new(),
+                    access: HashMap::new(),
+                    access_lifetime: ACCESS_TOKEN_LIFETIME,
                     withheld: Vec::new(),
                     failures: VecDeque::new(),
                     stats: Stats::default(),
@@ -149,7 +193,12 @@ impl State {
                 (provider, state)
             })
             .collect();
-        Self { providers, spotify_omits_refresh_tokens: false, issued: Vec::new() }
+        Self {
+            base_url: base_url.to_owned(),
+            providers,
+            spotify_omits_refresh_tokens: false,
+            issued: Vec::new(),
+        }
     }
 
     pub(crate) fn provider(&self, provider: Provider) -> &ProviderState {
@@ -167,19 +216,30 @@ impl State {
         self.issued.push(token.clone());
         token
     }
+
+    /// Issues an access token under `grant`, returning it and its lifetime in seconds.
+    fn issue_access(&mut self, provider: Provider, grant: &Grant) -> (String, u64) {
+        let token = self.issue("access", provider);
+        let provider_state = self.provider_mut(provider);
+        let lifetime = provider_state.access_lifetime;
+        let access = Access { grant: grant.clone(), expires: Instant::now().checked_add(lifetime) };
+        provider_state.access.insert(token.clone(), access);
+        (token, lifetime.as_secs())
+    }
 }
 
-type Sandbox = Arc<Mutex<State>>;
+/// The state as the handlers share it.
+pub(crate) type Sandbox = Arc<Mutex<State>>;
 
-pub(crate) fn router(state: Sandbox) -> Router {
+/// The authorize, token and revoke endpoints of every provider.
+pub(crate) fn routes() -> Router<Sandbox> {
     Router::new()
         .route("/{provider}/authorize", get(authorize))
         .route("/{provider}/token", post(token))
         .route("/{provider}/revoke", post(revoke))
-        .with_state(state)
 }
 
-fn lock(state: &Sandbox) -> std::sync::MutexGuard<'_, State> {
+pub(crate) fn lock(state: &Sandbox) -> std::sync::MutexGuard<'_, State> {
     state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -223,12 +283,13 @@ async fn authorize(
         .filter(|scope| !provider_state.withheld.iter().any(|w| w == scope))
         .map(str::to_owned)
         .collect();
+    let account = provider_state.account.clone();
     let code = state.issue("code", provider);
     let grant = Code {
         client_id: param("client_id").to_owned(),
         redirect_uri: param("redirect_uri").to_owned(),
         challenge: param("code_challenge").to_owned(),
-        scopes,
+        grant: Grant { scopes, account },
     };
     let provider_state = state.provider_mut(provider);
     provider_state.codes.insert(code.clone(), grant);
@@ -291,9 +352,15 @@ async fn token(
     };
     let failure = {
         let mut state = lock(&state);
-        let provider_state = state.provider_mut(provider);
-        provider_state.stats.token_requests += 1;
-        provider_state.failures.pop_front()
+        let stats = &mut state.provider_mut(provider).stats;
+        stats.token_requests += 1;
+        // Counted before a queued failure answers, so that a test sees what was asked.
+        match form.get("grant_type").map(String::as_str) {
+            Some("authorization_code") => stats.code_requests += 1,
+            Some("refresh_token") => stats.refresh_requests += 1,
+            _ => {}
+        }
+        state.provider_mut(provider).failures.pop_front()
     };
     match failure {
         Some(Failure::InvalidGrant) => {
@@ -363,7 +430,7 @@ fn exchange_code(
             && grant.redirect_uri == field("redirect_uri")
             && grant.challenge == challenge
     });
-    let Some(grant) = grant.filter(|_| verified) else {
+    let Some(Code { grant, .. }) = grant.filter(|_| verified) else {
         state.provider_mut(provider).stats.codes_refused += 1;
         return oauth_error(
             StatusCode::BAD_REQUEST,
@@ -373,19 +440,21 @@ fn exchange_code(
     };
 
     state.provider_mut(provider).stats.pkce_verified += 1;
-    let access = state.issue("access", provider);
+    let (access, expires_in) = state.issue_access(provider, &grant);
     let refresh = state.issue("refresh", provider);
-    state.provider_mut(provider).refresh.insert(refresh.clone(), grant.scopes.clone());
-    token_response(&access, Some(&refresh), &grant.scopes)
+    let scopes = grant.scopes.join(" ");
+    state.provider_mut(provider).refresh.insert(refresh.clone(), grant);
+    token_response(&access, expires_in, Some(&refresh), &scopes)
 }
 
 fn refresh(state: &mut State, provider: Provider, form: &HashMap<String, String>) -> Response {
     let old = form.get("refresh_token").cloned().unwrap_or_default();
-    let Some(scopes) = state.provider(provider).refresh.get(&old).cloned() else {
+    let Some(grant) = state.provider(provider).refresh.get(&old).cloned() else {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Invalid refresh token.");
     };
 
-    let access = state.issue("access", provider);
+    // The account is the refresh token's, whoever signs in at the authorization endpoint now.
+    let (access, expires_in) = state.issue_access(provider, &grant);
     // Google keeps the refresh token; Microsoft rotates it every time; Spotify replaces it
     // (a PKCE refresh token is single-use) or may leave it out, and then the old one stays.
     let new_refresh = match provider {
@@ -395,20 +464,20 @@ fn refresh(state: &mut State, provider: Provider, form: &HashMap<String, String>
             let new = state.issue("refresh", provider);
             let provider_state = state.provider_mut(provider);
             provider_state.refresh.remove(&old);
-            provider_state.refresh.insert(new.clone(), scopes.clone());
+            provider_state.refresh.insert(new.clone(), grant.clone());
             Some(new)
         }
     };
     state.provider_mut(provider).stats.refreshes += 1;
-    token_response(&access, new_refresh.as_deref(), &scopes)
+    token_response(&access, expires_in, new_refresh.as_deref(), &grant.scopes.join(" "))
 }
 
-fn token_response(access: &str, refresh: Option<&str>, scopes: &[String]) -> Response {
+fn token_response(access: &str, expires_in: u64, refresh: Option<&str>, scope: &str) -> Response {
     let mut body = json!({
         "access_token": access,
         "token_type": "Bearer",
-        "expires_in": ACCESS_TOKEN_SECS,
-        "scope": scopes.join(" "),
+        "expires_in": expires_in,
+        "scope": scope,
     });
     if let Some(refresh) = refresh {
         body["refresh_token"] = json!(refresh);

@@ -234,3 +234,99 @@ pub async fn set_state(
         .await?;
     Ok(updated == 1)
 }
+
+/// Records a successful refresh of `name`'s tokens: the new expiry, now as the last refresh,
+/// no error, and the state back to `active` unless the person or the provider put it
+/// elsewhere (`paused`, `needs_reauth`, `revoked`) meanwhile.
+///
+/// # Errors
+///
+/// When the database refuses.
+pub async fn record_refresh(
+    client: &Client,
+    name: &str,
+    expires_at: OffsetDateTime,
+) -> Result<(), Error> {
+    client
+        .execute(
+            "UPDATE datapunk.integrations
+             SET token_expires_at = $2, last_refresh_at = now(), last_error = NULL,
+                 state = CASE WHEN state IN ('keyring_locked', 'token_unsaved') THEN 'active'
+                              ELSE state END,
+                 updated_at = now()
+             WHERE name = $1",
+            &[&name, &expires_at],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Moves `name` to `to` with `last_error`, but only from one of the states in `from`; `true`
+/// when it moved. Concurrent callers cannot both move it: the row is updated once.
+///
+/// # Errors
+///
+/// When the database refuses.
+pub async fn transition(
+    client: &Client,
+    name: &str,
+    from: &[State],
+    to: State,
+    last_error: Option<&str>,
+) -> Result<bool, Error> {
+    let from: Vec<&str> = from.iter().map(|state| state.as_str()).collect();
+    let updated = client
+        .execute(
+            "UPDATE datapunk.integrations SET state = $3, last_error = $4, updated_at = now()
+             WHERE name = $1 AND state = ANY($2)",
+            &[&name, &from, &to.as_str(), &last_error],
+        )
+        .await?;
+    Ok(updated == 1)
+}
+
+/// Notes `last_error` for `name` without changing its state, such as a provider that is
+/// unavailable for now.
+///
+/// # Errors
+///
+/// When the database refuses.
+pub async fn note_error(client: &Client, name: &str, last_error: &str) -> Result<(), Error> {
+    client
+        .execute(
+            "UPDATE datapunk.integrations SET last_error = $2, updated_at = now()
+             WHERE name = $1",
+            &[&name, &last_error],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The advisory-lock class of token refreshes: the first key of the two-key lock, the second
+/// being a hash of the integration's name.
+const TOKEN_LOCK_CLASS: i32 = 0x4450_4b31;
+
+/// Takes the lock that makes one refresh of `name`'s tokens at a time, across processes,
+/// until `transaction` ends; waits at most `wait` for another holder.
+///
+/// The lock is transaction-scoped on purpose: a holder that dies or is cancelled cannot leave
+/// it taken on a pooled connection, since the transaction ends with it.
+///
+/// # Errors
+///
+/// When the wait runs out (the error says the lock was busy) or the database refuses.
+pub async fn lock_token_refresh(
+    transaction: &tokio_postgres::Transaction<'_>,
+    name: &str,
+    wait: std::time::Duration,
+) -> Result<(), Error> {
+    let millis = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX).max(1);
+    // SET LOCAL takes no parameters; set_config(..., true) is its parameterized form.
+    transaction
+        .execute("SELECT set_config('lock_timeout', $1, true)", &[&format!("{millis}ms")])
+        .await?;
+    transaction
+        .execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", &[&TOKEN_LOCK_CLASS, &name])
+        .await?;
+    Ok(())
+}

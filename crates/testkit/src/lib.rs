@@ -12,6 +12,8 @@
 //! - [`mod@cluster`]: a throwaway PostgreSQL cluster, reached over a Unix socket.
 //! - [`mod@journal`]: a systemd-journald to log to, read back with `journalctl`.
 //! - [`mod@bus`]: a private D-Bus session bus with an unlocked GNOME Keyring on it.
+//! - [`mod@notifications`]: a desktop notification daemon on such a bus, recording what it is
+//!   sent.
 //! - [`mod@notify`]: a socket that records what a daemon sends to `$NOTIFY_SOCKET`.
 //!
 //! # Failure
@@ -33,6 +35,7 @@ pub mod bus;
 pub mod cluster;
 pub mod dirs;
 pub mod journal;
+pub mod notifications;
 pub mod notify;
 
 mod process;

@@ -13,8 +13,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use datapunk_config::{Environment, ProviderSettings};
 use datapunk_daemon::audit::event;
+use datapunk_daemon::providers::ProviderClient;
 use datapunk_oauth::authorize::{Authorization, Redirect};
 use datapunk_oauth::grant::coverage;
 use datapunk_oauth::loopback::Loopback;
@@ -23,7 +23,6 @@ use datapunk_oauth::token::{Credentials, TokenClient};
 use datapunk_store::audit::{Event, Outcome};
 use datapunk_store::integrations::{self, Integration, State};
 use datapunk_vault::key::{DataKey, KeyPurpose};
-use datapunk_vault::secret::SecretString;
 use serde_json::json;
 use tokio::io::AsyncBufReadExt as _;
 
@@ -58,14 +57,8 @@ pub(crate) async fn run(path: Option<&Path>, args: ConnectArgs) -> anyhow::Resul
         }
     }
     let name = args.name.clone().unwrap_or_else(|| provider.as_str().to_owned());
-    let settings = config.providers.get(provider.as_str()).with_context(|| {
-        format!(
-            "no OAuth client is configured for {provider}: add a `[providers.{provider}]` table \
-             with `client_id` (see `datapunk config example`)"
-        )
-    })?;
-    let endpoints = endpoints(provider, settings);
-    let credentials = credentials(settings, provider)?;
+    let client = ProviderClient::configured(&config, provider)?;
+    let (endpoints, credentials) = (client.endpoints, client.credentials);
 
     let context = super::Context::open(&config).await?;
     let result =
@@ -154,6 +147,46 @@ async fn connect(
         anyhow::bail!("{provider} issued no refresh token, so Datapunk could not stay connected");
     }
 
+    // Which account was granted decides whether these tokens may replace the stored ones.
+    let account = match client
+        .account(provider, &endpoints.account, &tokens.record.access_token)
+        .await
+    {
+        Ok(account) => account,
+        Err(error) => {
+            let details = json!({ "provider": provider.as_str(), "reason": error.to_string() });
+            let event =
+                integration_event("integration.connect_failed", name, Outcome::Failure, details);
+            context.record(&event, "connection failed").await.ok();
+            return Err(anyhow::Error::new(error).context(format!(
+                "cannot learn which {provider} account was granted; nothing was stored"
+            )));
+        }
+    };
+    let existing = {
+        let client = context.database.store().client().await?;
+        integrations::get(&client, name).await?
+    };
+    if let Some(existing) = &existing
+        && let Some(previous) = &existing.account_id
+        && previous != &account.id
+        && existing.state != State::Revoked
+    {
+        let details = json!({
+            "provider": provider.as_str(),
+            "reason": "a different account was granted",
+        });
+        let event =
+            integration_event("integration.connect_refused", name, Outcome::Denied, details);
+        context.record(&event, "connection refused").await.ok();
+        let shown = existing.display_name.as_deref().unwrap_or(previous);
+        anyhow::bail!(
+            "integration `{name}` is connected to another {provider} account ({shown}); the \
+             account just granted is a different one, so nothing was stored. Sign in to {shown} \
+             at {provider}, or connect the new account under another name (`--name`)"
+        );
+    }
+
     context.vault.put_token(name, &tokens.record).await.context("cannot store the tokens")?;
     if context.vault.data_key(name).await?.is_none() {
         let key = DataKey::generate(KeyPurpose::integration(name))?;
@@ -167,8 +200,8 @@ async fn connect(
     let integration = Integration {
         name: name.to_owned(),
         provider: provider.as_str().to_owned(),
-        account_id: None,
-        display_name: None,
+        account_id: Some(account.id.clone()),
+        display_name: account.display_name.clone(),
         requested_scopes: requested,
         granted_scopes: tokens.record.scopes.clone(),
         state: State::Active,
@@ -202,7 +235,8 @@ async fn connect(
         context.record(&event, "grant narrowed").await?;
     }
 
-    println!("connected {name} ({provider}): {}", granted.join(", "));
+    let who = account.display_name.as_deref().unwrap_or(&account.id);
+    println!("connected {name} ({provider}, {who}): {}", granted.join(", "));
     if !missing.is_empty() {
         println!(
             "not granted: {} (the permission was not given at {provider}; connect again to \
@@ -222,46 +256,6 @@ fn integration_event(
     let mut event = event("cli", action, outcome, details);
     event.integration = Some(name.to_owned());
     event
-}
-
-/// The provider's endpoints, with the configuration's replacements.
-fn endpoints(provider: Provider, settings: &ProviderSettings) -> Endpoints {
-    let mut endpoints = provider.default_endpoints();
-    if let Some(url) = &settings.authorize_url {
-        endpoints.authorize = url.clone();
-    }
-    if let Some(url) = &settings.token_url {
-        endpoints.token = url.clone();
-    }
-    if let Some(url) = &settings.revoke_url {
-        endpoints.revoke = Some(url.clone());
-    }
-    if let Some(url) = &settings.api_base {
-        endpoints.api_base = url.clone();
-    }
-    endpoints
-}
-
-/// The client id, and the client secret read from its file or credential.
-pub(crate) fn credentials(
-    settings: &ProviderSettings,
-    provider: Provider,
-) -> anyhow::Result<Credentials> {
-    let secret = match &settings.client_secret {
-        None => None,
-        Some(source) => {
-            let env = Environment::from_process();
-            let key = format!("providers.{provider}.client_secret_file");
-            let path = source
-                .path(env.credentials_directory.as_deref(), &key)
-                .map_err(|problem| anyhow::anyhow!("{problem}"))?;
-            let text = std::fs::read_to_string(&path).with_context(|| {
-                format!("cannot read the client secret file {}", path.display())
-            })?;
-            Some(SecretString::new(text.trim().to_owned()))
-        }
-    };
-    Ok(Credentials { id: settings.client_id.clone(), secret })
 }
 
 /// Opens `url` with `xdg-open`; a failure only means the person opens it by hand.

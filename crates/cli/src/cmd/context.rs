@@ -11,7 +11,7 @@ use datapunk_vault::backend::Vault;
 /// What the commands that change secrets work with: the vault, the database as
 /// `datapunk_app`, and the auditor.
 pub(crate) struct Context {
-    pub(crate) vault: Vault,
+    pub(crate) vault: std::sync::Arc<Vault>,
     pub(crate) database: Database,
     pub(crate) auditor: Auditor,
 }
@@ -21,7 +21,7 @@ impl Context {
         let auditor = super::auditor(config)?;
         let database = Database::open_as(config, Role::App).await?;
         match datapunk_daemon::vault::open(config, &database) {
-            Ok(vault) => Ok(Self { vault, database, auditor }),
+            Ok(vault) => Ok(Self { vault: std::sync::Arc::new(vault), database, auditor }),
             Err(error) => {
                 database.close().await;
                 Err(error)
@@ -55,5 +55,23 @@ impl Context {
             self.auditor.journal_only(event, message);
         }
         recorded
+    }
+}
+
+impl datapunk_daemon::tokens::Recorder for Context {
+    fn record<'a>(
+        &'a self,
+        event: Event,
+        message: &'static str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        // A failure is in the journal already (see `record`); the refresh it describes went on.
+        Box::pin(async move {
+            if let Err(error) = Context::record(self, &event, message).await {
+                eprintln!(
+                    "warning: could not record {} in the audit trail: {error:#}",
+                    event.action
+                );
+            }
+        })
     }
 }

@@ -10,6 +10,8 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use datapunk_daemon::audit::event;
+use datapunk_daemon::providers::ProviderClient;
+use datapunk_daemon::tokens::LOCK_WAIT;
 use datapunk_oauth::provider::Provider;
 use datapunk_oauth::token::TokenClient;
 use datapunk_store::audit::Outcome;
@@ -57,15 +59,25 @@ async fn disconnect(
     }
     context.preflight().await?;
 
+    // No refresh may run while the grant is taken apart: the daemon would find the tokens
+    // gone and report the integration as needing reconnection.
+    let mut lock_client = context.database.store().client().await?;
+    let lock = lock_client.transaction().await?;
+    integrations::lock_token_refresh(&lock, name, LOCK_WAIT)
+        .await
+        .context("another process is refreshing this integration's tokens; try again")?;
+
     let token = context.vault.token(name).await.context("cannot read the tokens")?;
-    let settings = config.providers.get(provider.as_str());
-    let revoke_url =
-        settings.and_then(|s| s.revoke_url.clone()).or_else(|| provider.default_endpoints().revoke);
+    let client = config
+        .providers
+        .contains_key(provider.as_str())
+        .then(|| ProviderClient::configured(config, provider))
+        .transpose()?;
+    let revoke_url = client.as_ref().and_then(|c| c.endpoints.revoke.clone());
     let refresh = token.as_ref().and_then(|t| t.refresh_token.as_ref());
-    match (&revoke_url, refresh, settings) {
-        (Some(url), Some(refresh), Some(settings)) => {
-            let credentials = super::connect::credentials(settings, provider)?;
-            let revoked = TokenClient::new()?.revoke(url, &credentials, refresh).await;
+    match (&revoke_url, refresh, &client) {
+        (Some(url), Some(refresh), Some(client)) => {
+            let revoked = TokenClient::new()?.revoke(url, &client.credentials, refresh).await;
             let (outcome, reason) = match &revoked {
                 Ok(()) => (Outcome::Success, None),
                 Err(error) => (Outcome::Failure, Some(error.to_string())),
@@ -100,6 +112,7 @@ async fn disconnect(
         let client = context.database.store().client().await?;
         integrations::set_state(&client, name, State::Revoked, None).await?;
     }
+    lock.commit().await?;
     let details = json!({ "provider": provider.as_str(), "kept_data": args.keep_data });
     let mut done = event("cli", "integration.disconnected", Outcome::Success, details);
     done.integration = Some(name.to_owned());
