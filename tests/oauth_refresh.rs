@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use datapunk_sandbox::{Account, Failure, Provider, Sandbox};
+use datapunk_testkit::NotifySocket;
 use datapunk_testkit::journal;
 use datapunk_testkit::notifications::Notifications;
 use datapunk_tests::Setup;
@@ -211,9 +212,16 @@ async fn a_gone_grant_is_audited_and_notified_once_and_then_left_alone() {
     sandbox.expire_refresh_tokens(Provider::Spotify);
     let notifications = Notifications::serve(bus.address()).await;
 
-    let daemon = setup.spawn_daemon(None, &[("DBUS_SESSION_BUS_ADDRESS", bus.address())]);
+    let notify = NotifySocket::new();
+    let envs = [("DBUS_SESSION_BUS_ADDRESS", bus.address())];
+    let daemon = setup.spawn_daemon(Some(&notify), &envs);
     let pid = daemon.pid();
     let rows = wait_for_rows(&setup, "integration.needs_reauth", 1).await;
+    // `systemctl status` shows that something needs the person.
+    notify.wait_for(
+        |messages| messages.iter().any(|m| m.contains("1 integration, 1 not active")),
+        Duration::from_secs(10),
+    );
     let requests = sandbox.stats(Provider::Spotify).refresh_requests;
     // Several sync intervals pass: no more token requests, rows or notifications.
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -297,4 +305,55 @@ async fn reconnecting_to_another_account_is_refused_and_the_client_secret_stays_
     assert_eq!(refused.lines().count(), 1, "{refused}");
     assert!(refused.contains("different account"), "{refused}");
     assert_no_tokens(&sandbox, &stderr, "the CLI's output");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refreshed_tokens_that_cannot_be_saved_are_not_used_until_they_are() {
+    let sandbox = sandbox().await;
+    sandbox.set_access_token_lifetime(Provider::Microsoft, DUE);
+    let (setup, bus) = setup(&sandbox, "[sync]\ninterval_secs = 1\n");
+    connected(&setup, &bus, "microsoft", "calendar").await;
+    let first = vault(&bus).token("microsoft").await.expect("read").expect("a token");
+    let first_refresh = first.refresh_token.expect("a refresh token").expose_secret().to_owned();
+    // The refresh is slow, so that the keyring can be locked while it is under way.
+    sandbox.fail_next(Provider::Microsoft, &[Failure::Slow]);
+    let before = sandbox.stats(Provider::Microsoft);
+
+    let daemon = setup.spawn_daemon(None, &[("DBUS_SESSION_BUS_ADDRESS", bus.address())]);
+    let start = Instant::now();
+    while sandbox.stats(Provider::Microsoft).refresh_requests == before.refresh_requests {
+        assert!(start.elapsed() < Duration::from_secs(20), "the daemon never refreshed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bus.lock_collection();
+    let unsaved = wait_for_rows(&setup, "token.unsaved", 1).await;
+    let row: serde_json::Value = serde_json::from_str(unsaved.trim()).expect("one JSON row");
+    assert_eq!(row["details"]["rotated"], true, "{row}");
+    assert_eq!(state_of(&setup, "microsoft"), "token_unsaved");
+    // Rounds go on every second: none may use the new access token, nor refresh again with
+    // the rotated (dead) refresh token.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let waiting = sandbox.stats(Provider::Microsoft);
+    assert_eq!(waiting.api_requests, before.api_requests, "an unsaved token was used");
+    assert_eq!(waiting.refresh_requests, before.refresh_requests + 1, "{waiting:?}");
+    assert!(!sandbox.refresh_token_alive(Provider::Microsoft, &first_refresh), "rotated");
+    let rows = setup.cli_ok(&["audit", "--action", "token.unsaved", "--json"]);
+    assert_eq!(rows.lines().count(), 1, "one row for the event, not one per attempt: {rows}");
+
+    bus.unlock();
+    wait_for_rows(&setup, "token.refreshed", 1).await;
+    let start = Instant::now();
+    while sandbox.stats(Provider::Microsoft).api_requests == before.api_requests {
+        assert!(start.elapsed() < Duration::from_secs(20), "the saved token was never used");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    daemon.stop();
+
+    assert_eq!(state_of(&setup, "microsoft"), "active");
+    let saved = vault(&bus).token("microsoft").await.expect("read").expect("a token");
+    let saved_refresh = saved.refresh_token.expect("a refresh token").expose_secret().to_owned();
+    assert!(sandbox.refresh_token_alive(Provider::Microsoft, &saved_refresh), "the kept one");
+    let after = sandbox.stats(Provider::Microsoft);
+    assert_eq!(after.refresh_requests, before.refresh_requests + 1, "saved, not refreshed again");
+    assert_no_tokens(&sandbox, &setup.cli_ok(&["audit", "--json"]), "the audit trail");
 }

@@ -162,6 +162,14 @@ impl Shared {
         Some(previous)
     }
 
+    /// Sends the current summary as `STATUS=`, after something it counts may have changed.
+    pub(crate) async fn publish_status(&self) {
+        let status = self.status().await;
+        if status.state == State::Running {
+            notify::status(&status.summary());
+        }
+    }
+
     async fn set_state(&self, state: State) {
         *self.state.lock().await = state;
         let summary = self.status().await.summary();

@@ -51,6 +51,7 @@ pub(crate) async fn run(
                 Vec::new()
             }
         };
+        let checked = !names.is_empty();
         for name in names {
             let check = keeper.account(&name);
             let result = tokio::select! {
@@ -84,6 +85,9 @@ pub(crate) async fn run(
                     *entry = Schedule { due: Instant::now() + interval, failures: 0 };
                 }
             }
+        }
+        if checked {
+            shared.publish_status().await;
         }
         let next = schedule.values().map(|s| s.due).min();
         let wait = next

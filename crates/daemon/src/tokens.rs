@@ -288,7 +288,9 @@ impl Keeper {
 
         // Whoever held the lock before may have refreshed, or found the grant gone.
         let integration = self.integration(name).await?;
-        if let Some(pending) = self.unsaved.lock().await.remove(name) {
+        // Taken out first: `save` locks the map again when the vault still refuses.
+        let pending = self.unsaved.lock().await.remove(name);
+        if let Some(pending) = pending {
             return self.save(&integration, provider, pending, true).await;
         }
         let record = self.stored(&integration).await?;
@@ -369,7 +371,7 @@ impl Keeper {
         if let Err(error) = self.vault.put_token(name, &record).await {
             let reason = error.to_string();
             self.unsaved.lock().await.insert(name.to_owned(), record);
-            integrations::transition(
+            let moved = integrations::transition(
                 &client,
                 name,
                 &[State::Active, State::KeyringLocked],
@@ -377,16 +379,19 @@ impl Keeper {
                 Some(&reason),
             )
             .await?;
-            let details =
-                json!({ "provider": provider.as_str(), "rotated": rotated, "reason": reason });
-            self.audit(
-                name,
-                "token.unsaved",
-                Outcome::Failure,
-                details,
-                "refreshed tokens not saved",
-            )
-            .await;
+            // Audited when it happens, not at every later attempt that finds it still so.
+            if moved {
+                let details =
+                    json!({ "provider": provider.as_str(), "rotated": rotated, "reason": reason });
+                self.audit(
+                    name,
+                    "token.unsaved",
+                    Outcome::Failure,
+                    details,
+                    "refreshed tokens not saved",
+                )
+                .await;
+            }
             return Err(TokenFailure::Unsaved { name: name.to_owned(), reason });
         }
         integrations::record_refresh(&client, name, record.expires_at).await?;

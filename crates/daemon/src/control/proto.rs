@@ -130,8 +130,10 @@ impl Status {
         let db = &self.database;
         let version = db.server_version.as_deref().map(|v| format!(", PostgreSQL {v}"));
         let reach = if db.reachable { "" } else { " unreachable" };
+        let waiting = self.integrations.iter().filter(|i| i.state != "active").count();
+        let attention = if waiting > 0 { format!(", {waiting} not active") } else { String::new() };
         format!(
-            "{}; database {}{reach} ({}{}); {} {}; {} integrations",
+            "{}; database {}{reach} ({}{}); {} {}; {} integration{}{attention}",
             self.state.as_str(),
             db.name,
             db.mode,
@@ -139,6 +141,7 @@ impl Status {
             self.vault.noun,
             self.vault.state,
             self.integrations.len(),
+            if self.integrations.len() == 1 { "" } else { "s" },
         )
     }
 }
