@@ -183,7 +183,7 @@ impl TokenClient {
     }
 
     /// The underlying HTTP client, for the provider's data APIs.
-    pub(crate) fn http(&self) -> &reqwest::Client {
+    pub fn http(&self) -> &reqwest::Client {
         &self.http
     }
 
