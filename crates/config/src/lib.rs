@@ -62,6 +62,8 @@ pub struct ProviderSettings {
     pub revoke_url: Option<String>,
     /// The data API's base URL; `None` keeps the provider's.
     pub api_base: Option<String>,
+    /// Google only: the People API's base URL, on a host of its own; `None` keeps Google's.
+    pub people_api_base: Option<String>,
     /// The endpoint that says which account a token belongs to (Google's OpenID Connect
     /// userinfo, Graph's and Spotify's `/me`); `None` keeps the provider's.
     pub account_url: Option<String>,

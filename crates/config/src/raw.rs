@@ -41,6 +41,7 @@ struct RawProvider {
     token_url: Option<Spanned<String>>,
     revoke_url: Option<Spanned<String>>,
     api_base: Option<Spanned<String>>,
+    people_api_base: Option<Spanned<String>>,
     account_url: Option<Spanned<String>>,
 }
 
@@ -475,6 +476,7 @@ fn provider(
         token_url: url(&raw.token_url, "token_url")?,
         revoke_url: url(&raw.revoke_url, "revoke_url")?,
         api_base: url(&raw.api_base, "api_base")?,
+        people_api_base: url(&raw.people_api_base, "people_api_base")?,
         account_url: url(&raw.account_url, "account_url")?,
     })
 }

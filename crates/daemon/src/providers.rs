@@ -51,6 +51,9 @@ fn endpoints(provider: Provider, settings: &ProviderSettings) -> Endpoints {
     replace(&mut endpoints.token, &settings.token_url);
     replace(&mut endpoints.api_base, &settings.api_base);
     replace(&mut endpoints.account, &settings.account_url);
+    if let Some(url) = &settings.people_api_base {
+        endpoints.people_api_base = Some(url.clone());
+    }
     if let Some(url) = &settings.revoke_url {
         endpoints.revoke = Some(url.clone());
     }

@@ -56,6 +56,8 @@ pub struct Endpoints {
     pub revoke: Option<String>,
     /// The base URL of the data API.
     pub api_base: String,
+    /// Google only: the base URL of the People API (contacts), which has a host of its own.
+    pub people_api_base: Option<String>,
     /// The endpoint that names the account a token belongs to: Google's OpenID Connect
     /// userinfo, Graph's and Spotify's `/me`.
     pub account: String,
@@ -209,6 +211,8 @@ impl Provider {
             token: token.to_owned(),
             revoke: revoke.map(str::to_owned),
             api_base: api_base.to_owned(),
+            people_api_base: (self == Self::Google)
+                .then(|| "https://people.googleapis.com".to_owned()),
             account: account.to_owned(),
         }
     }

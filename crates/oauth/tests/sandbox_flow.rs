@@ -31,6 +31,7 @@ fn endpoints(sandbox: &Sandbox, provider: Provider) -> Endpoints {
         token: sandbox.endpoint(p, "token"),
         revoke: (provider == Provider::Google).then(|| sandbox.endpoint(p, "revoke")),
         api_base: sandbox.base_url().to_owned(),
+        people_api_base: None,
         account: sandbox.account_url(p),
     }
 }

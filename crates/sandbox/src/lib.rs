@@ -181,6 +181,9 @@ impl Sandbox {
                 text.push_str(&format!("revoke_url = \"{}\"\n", self.endpoint(provider, "revoke")));
             }
             text.push_str(&format!("api_base = \"{}/{name}/api\"\n", self.base_url));
+            if provider == Provider::Google {
+                text.push_str(&format!("people_api_base = \"{}/google/people\"\n", self.base_url));
+            }
             text.push_str(&format!("account_url = \"{}\"\n", self.account_url(provider)));
         }
         create_private(path, text.as_bytes())

@@ -86,6 +86,7 @@ pub(crate) fn run(path: Option<&Path>, command: ConfigCommand) -> anyhow::Result
                     &provider.token_url,
                     &provider.revoke_url,
                     &provider.api_base,
+                    &provider.people_api_base,
                 ]
                 .iter()
                 .any(|url| url.is_some());
