@@ -113,6 +113,61 @@ async fn a_forged_redirect_is_refused_and_audited_and_nothing_is_stored() {
     assert_eq!(count, 0);
 }
 
+/// The redirect the browser would be sent to, without following it.
+async fn redirect_of(url: &str) -> url::Url {
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("a browser");
+    let answer = browser.get(url).send().await.expect("open the address");
+    assert_eq!(answer.status(), 302);
+    let location = answer.headers()["location"].to_str().expect("a location");
+    url::Url::parse(location).expect("a URL")
+}
+
+fn query(url: &url::Url, name: &str) -> String {
+    url.query_pairs().find(|(key, _)| key == name).map(|(_, v)| v.into_owned()).expect(name)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replayed_code_is_refused_by_the_provider_and_audited_and_nothing_is_stored() {
+    let sandbox = Sandbox::start(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("sandbox");
+    let (setup, bus) = setup(&sandbox, "");
+    // A first connection goes through; its redirect (code and all) is kept.
+    let mut first = connect(&setup, &bus, &["spotify", "--datasets", "playlists", "--no-browser"]);
+    let used = redirect_of(&authorization_url(&mut first)).await;
+    reqwest::get(used.as_str()).await.expect("deliver the redirect");
+    let (ok, stderr) = tokio::task::spawn_blocking(move || finish(first)).await.expect("join");
+    assert!(ok, "{stderr}");
+    let exchanged = sandbox.stats(Provider::Spotify).token_requests;
+
+    // Someone who saw it replays the code into a second attempt, with that attempt's state.
+    let args = ["spotify", "--name", "second", "--datasets", "playlists", "--no-browser"];
+    let mut second = connect(&setup, &bus, &args);
+    let url = url::Url::parse(&authorization_url(&mut second)).expect("a URL");
+    let mut replayed = url::Url::parse(&query(&url, "redirect_uri")).expect("a redirect URI");
+    replayed
+        .query_pairs_mut()
+        .append_pair("code", &query(&used, "code"))
+        .append_pair("state", &query(&url, "state"));
+    reqwest::get(replayed.as_str()).await.expect("deliver the replayed redirect");
+    let (ok, stderr) = tokio::task::spawn_blocking(move || finish(second)).await.expect("join");
+
+    assert!(!ok, "a replayed code must not connect");
+    assert!(stderr.contains("invalid_grant"), "{stderr}");
+    let stats = sandbox.stats(Provider::Spotify);
+    assert_eq!(stats.token_requests, exchanged + 1, "the provider was asked, and refused");
+    assert!(vault(&bus).token("second").await.expect("read").is_none(), "nothing stored");
+    let failed = setup.cli_ok(&["audit", "--action", "integration.connect_failed", "--json"]);
+    assert_eq!(failed.lines().count(), 1, "{failed}");
+    assert!(failed.contains("\"integration\":\"second\""), "{failed}");
+    let listed = setup.cli_ok(&["integrations", "--json"]);
+    assert_eq!(listed.lines().count(), 1, "only the first connection: {listed}");
+    for token in sandbox.issued_tokens() {
+        assert!(!stderr.contains(&token) && !failed.contains(&token), "a token in the output");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_narrowed_grant_marks_the_missing_dataset_not_granted_and_says_so() {
     let sandbox = Sandbox::start(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("sandbox");
