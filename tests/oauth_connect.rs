@@ -62,6 +62,13 @@ async fn connecting_each_provider_stores_tokens_in_the_keyring_and_the_integrati
     // The list needs no keyring: it reads the database only.
     let listed = setup.cli_ok(&["integrations"]);
     assert!(listed.contains("contacts") && listed.contains("active"), "{listed}");
+    for provider in [Provider::Google, Provider::Microsoft, Provider::Spotify] {
+        let account = datapunk_sandbox::Account::builtin(provider);
+        assert!(
+            listed.contains(&format!("account: {} ({})", account.name, account.id)),
+            "{listed}"
+        );
+    }
     let json = setup.cli_ok(&["integrations", "--json"]);
     assert_eq!(json.lines().count(), 3, "{json}");
     assert!(json.contains("\"token_expires_at\":\"20"), "{json}");

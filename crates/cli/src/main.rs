@@ -45,6 +45,8 @@ enum Command {
     Connect(cmd::connect::ConnectArgs),
     /// Check that an integration works: refresh its token if due, ask the provider who it is.
     Check(cmd::check::CheckArgs),
+    /// Sync now: every consented dataset, or those of one integration or one dataset.
+    Sync(cmd::sync::SyncArgs),
     /// End Datapunk's access to an account, revoking it where the provider allows.
     Disconnect(cmd::disconnect::DisconnectArgs),
     /// List the connected accounts, their datasets and states (no keyring needed).
@@ -104,6 +106,7 @@ fn main() -> ExitCode {
             Command::Keys(command) => cmd::keys::run(config.as_deref(), command).await,
             Command::Integrations { json } => cmd::integrations::run(config.as_deref(), json).await,
             Command::Check(args) => cmd::check::run(config.as_deref(), args).await,
+            Command::Sync(args) => cmd::sync::run(config.as_deref(), args).await,
             Command::Disconnect(args) => cmd::disconnect::run(config.as_deref(), args).await,
             Command::Connect(connect) => cmd::connect::run(config.as_deref(), connect).await,
         }

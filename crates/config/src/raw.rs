@@ -455,6 +455,12 @@ fn provider(
         )?)),
         (None, None) => None,
     };
+    if let Some(value) = &raw.people_api_base
+        && table != "providers.google"
+    {
+        let problem = "only Google has a People API; this key belongs in `[providers.google]`";
+        return Err(src.at(value, &format!("{table}.people_api_base"), problem));
+    }
     let url = |value: &Option<Spanned<String>>, key: &str| -> Result<Option<String>, ConfigError> {
         let Some(value) = value else { return Ok(None) };
         let text = value.get_ref();

@@ -276,4 +276,14 @@ fn provider_tables_refuse_unknown_providers_plain_http_and_missing_client_ids() 
     let (_, key, _) =
         invalid("[providers.google]\nclient_id = \"x\"\nclient_secret = \"S3CRET\"\n");
     assert_eq!(key.as_deref(), Some("providers.google.client_secret"));
+
+    let people = "people_api_base = \"https://people.example\"\n";
+    let (location, key, problem) =
+        invalid(&format!("[providers.spotify]\nclient_id = \"x\"\n{people}"));
+    assert_eq!((location.line, key.as_deref()), (3, Some("providers.spotify.people_api_base")));
+    assert!(problem.contains("[providers.google]"), "{problem}");
+    let config = parse(&format!("[providers.google]\nclient_id = \"x\"\n{people}"))
+        .expect("Google's table takes it");
+    let google = config.providers.get("google").expect("the google table");
+    assert_eq!(google.people_api_base.as_deref(), Some("https://people.example"));
 }

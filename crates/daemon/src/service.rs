@@ -94,6 +94,7 @@ impl Shared {
                         .map(|i| IntegrationStatus {
                             name: i.name,
                             state: i.state.as_str().to_owned(),
+                            datasets: Vec::new(),
                         })
                         .collect()
                 })

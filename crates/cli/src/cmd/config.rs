@@ -87,6 +87,7 @@ pub(crate) fn run(path: Option<&Path>, command: ConfigCommand) -> anyhow::Result
                     &provider.revoke_url,
                     &provider.api_base,
                     &provider.people_api_base,
+                    &provider.account_url,
                 ]
                 .iter()
                 .any(|url| url.is_some());

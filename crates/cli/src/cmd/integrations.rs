@@ -54,6 +54,13 @@ pub(crate) async fn run(path: Option<&Path>, json: bool) -> anyhow::Result<()> {
             time(integration.last_refresh_at),
             datasets.join(", ")
         );
+        let account = match (&integration.display_name, &integration.account_id) {
+            (Some(name), Some(id)) if name != id => format!("{name} ({id})"),
+            (_, Some(id)) => id.clone(),
+            (Some(name), None) => name.clone(),
+            (None, None) => "unknown".to_owned(),
+        };
+        println!("{:<16}  account: {account}", "");
         if let Some(error) = &integration.last_error {
             println!("{:<16}  last error: {error}", "");
         }

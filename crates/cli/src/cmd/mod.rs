@@ -10,6 +10,7 @@ pub(crate) mod disconnect;
 pub(crate) mod integrations;
 pub(crate) mod keys;
 pub(crate) mod status;
+pub(crate) mod sync;
 
 use std::path::Path;
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use super::proto::{MAX_LINE, Request, Response};
+use super::proto::{MAX_LINE, Request, Response, SyncProgress};
 
 /// Why a request to the daemon failed.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +41,20 @@ pub enum ClientError {
 /// [`ClientError::NotRunning`] when no daemon listens; the other variants when the
 /// conversation fails.
 pub async fn request(socket: &Path, request: &Request) -> Result<Response, ClientError> {
+    request_with_progress(socket, request, |_| {}).await
+}
+
+/// Sends one request and reads its answer, handing each progress line that comes before it
+/// to `progress`.
+///
+/// # Errors
+///
+/// As [`request`].
+pub async fn request_with_progress(
+    socket: &Path,
+    request: &Request,
+    mut progress: impl FnMut(&SyncProgress),
+) -> Result<Response, ClientError> {
     let io_error = |source| ClientError::Io { path: socket.to_path_buf(), source };
     let stream = match UnixStream::connect(socket).await {
         Ok(stream) => stream,
@@ -57,12 +71,20 @@ pub async fn request(socket: &Path, request: &Request) -> Result<Response, Clien
     line.push('\n');
     write.write_all(line.as_bytes()).await.map_err(io_error)?;
 
-    let mut answer = String::new();
-    let mut reader = BufReader::new(read.take(MAX_LINE as u64 * 16));
-    match reader.read_line(&mut answer).await {
-        Ok(0) => Err(ClientError::Refused),
-        Ok(_) => serde_json::from_str(&answer).map_err(ClientError::Protocol),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Err(ClientError::Refused),
-        Err(e) => Err(io_error(e)),
+    let mut reader = BufReader::new(read);
+    loop {
+        let mut answer = String::new();
+        // Each line is bounded on its own; a sync may send many.
+        match (&mut reader).take(MAX_LINE as u64 * 16).read_line(&mut answer).await {
+            Ok(0) => return Err(ClientError::Refused),
+            Ok(_) => match serde_json::from_str(&answer).map_err(ClientError::Protocol)? {
+                Response::Progress(update) => progress(&update),
+                response => return Ok(response),
+            },
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                return Err(ClientError::Refused);
+            }
+            Err(e) => return Err(io_error(e)),
+        }
     }
 }

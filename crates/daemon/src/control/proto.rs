@@ -1,7 +1,8 @@
 //! The control protocol: one JSON object per line each way.
 //!
 //! A request is `{"request":"status"}`; the answer is `{"response":"status", ...}` or
-//! `{"response":"error","message":"..."}`. Error messages sent to a peer are stable and reveal
+//! `{"response":"error","message":"..."}`. A sync request is answered with any number of
+//! `{"response":"progress", ...}` lines and then one `{"response":"synced", ...}`. Error messages sent to a peer are stable and reveal
 //! nothing beyond what the request was missing; details go to the daemon's log.
 
 use serde::{Deserialize, Serialize};
@@ -16,6 +17,16 @@ pub const MAX_LINE: usize = 64 * 1024;
 pub enum Request {
     /// The daemon's state, for `datapunk status`.
     Status,
+    /// Sync now, for `datapunk sync`: every consented and granted dataset of the integration
+    /// (or of every integration), or only `dataset`.
+    Sync {
+        /// Only this integration.
+        #[serde(default)]
+        integration: Option<String>,
+        /// Only this dataset.
+        #[serde(default)]
+        dataset: Option<String>,
+    },
 }
 
 /// What the daemon answers.
@@ -25,6 +36,13 @@ pub enum Request {
 pub enum Response {
     /// The daemon's state.
     Status(Box<Status>),
+    /// How a sync under way is doing; more lines follow.
+    Progress(SyncProgress),
+    /// The sync asked for has ended; one run per dataset.
+    Synced {
+        /// What each dataset's sync did.
+        runs: Vec<SyncRun>,
+    },
     /// The request could not be served.
     Error {
         /// A stable, non-revealing reason.
@@ -115,13 +133,82 @@ pub struct VaultStatus {
     pub since: Option<String>,
 }
 
-/// One connected account. Filled in once integrations exist.
+/// One connected account.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IntegrationStatus {
     /// The integration's name.
     pub name: String,
     /// Its state in a word.
     pub state: String,
+    /// Its datasets, with how their last sync went.
+    #[serde(default)]
+    pub datasets: Vec<DatasetStatus>,
+}
+
+/// One dataset of an integration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetStatus {
+    /// The dataset's name (`calendar`, `contacts`, `recently-played`, ...).
+    pub name: String,
+    /// The person chose it.
+    pub consented: bool,
+    /// The grant covers it.
+    pub granted: bool,
+    /// Records stored.
+    pub records: i64,
+    /// When its last sync ended, RFC 3339 in UTC.
+    pub last_sync_at: Option<String>,
+    /// How the last sync ended: `success` or `failure`.
+    pub outcome: Option<String>,
+    /// What the last successful sync added, changed and removed.
+    pub added: i64,
+    /// See `added`.
+    pub updated: i64,
+    /// See `added`.
+    pub deleted: i64,
+    /// Why the last sync failed.
+    pub error: Option<String>,
+}
+
+/// A sync under way, as `datapunk sync` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncProgress {
+    /// The integration.
+    pub integration: String,
+    /// The dataset.
+    pub dataset: String,
+    /// Pages read so far.
+    pub pages: u64,
+    /// Records read so far.
+    pub records: u64,
+    /// Milliseconds since the dataset's sync started.
+    pub elapsed_ms: u64,
+}
+
+/// What one dataset's sync did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRun {
+    /// The integration.
+    pub integration: String,
+    /// The dataset.
+    pub dataset: String,
+    /// `success`, `failure`, or `skipped` (not consented, not granted, or the integration
+    /// cannot sync in its state).
+    pub outcome: String,
+    /// Records added.
+    pub added: u64,
+    /// Records changed.
+    pub updated: u64,
+    /// Records removed.
+    pub deleted: u64,
+    /// Pages read.
+    pub pages: u64,
+    /// Requests made to the provider.
+    pub requests: u64,
+    /// Milliseconds it took.
+    pub elapsed_ms: u64,
+    /// Why it failed or was skipped.
+    pub error: Option<String>,
 }
 
 impl Status {
@@ -130,10 +217,32 @@ impl Status {
         let db = &self.database;
         let version = db.server_version.as_deref().map(|v| format!(", PostgreSQL {v}"));
         let reach = if db.reachable { "" } else { " unreachable" };
-        let waiting = self.integrations.iter().filter(|i| i.state != "active").count();
+        // A revoked integration was ended on purpose: it needs no attention.
+        let waiting =
+            self.integrations.iter().filter(|i| !matches!(i.state.as_str(), "active" | "revoked"));
+        let waiting = waiting.count();
         let attention = if waiting > 0 { format!(", {waiting} not active") } else { String::new() };
+        let datasets: Vec<&DatasetStatus> = self
+            .integrations
+            .iter()
+            .flat_map(|i| &i.datasets)
+            .filter(|d| d.consented && d.granted)
+            .collect();
+        let synced = if datasets.is_empty() {
+            String::new()
+        } else {
+            let last = datasets.iter().filter_map(|d| d.last_sync_at.as_deref()).max();
+            let failing = datasets.iter().filter(|d| d.outcome.as_deref() == Some("failure"));
+            let failing = match failing.count() {
+                0 => String::new(),
+                n => format!(", {n} failing"),
+            };
+            let count = datasets.len();
+            let plural = if count == 1 { "" } else { "s" };
+            format!(", {count} dataset{plural}, last sync {}{failing}", ago(last))
+        };
         format!(
-            "{}; database {}{reach} ({}{}); {} {}; {} integration{}{attention}",
+            "{}; database {}{reach} ({}{}); {} {}; {} integration{}{attention}{synced}",
             self.state.as_str(),
             db.name,
             db.mode,
@@ -143,5 +252,23 @@ impl Status {
             self.integrations.len(),
             if self.integrations.len() == 1 { "" } else { "s" },
         )
+    }
+}
+
+/// How long ago `at` (RFC 3339) was, in the words of a status line: `never`, `just now`,
+/// `5 min ago`, `3 h ago`, `2 days ago`.
+fn ago(at: Option<&str>) -> String {
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
+
+    let Some(at) = at.and_then(|at| OffsetDateTime::parse(at, &Rfc3339).ok()) else {
+        return "never".to_owned();
+    };
+    let secs = (OffsetDateTime::now_utc() - at).whole_seconds().max(0);
+    match secs {
+        0..60 => "just now".to_owned(),
+        60..3600 => format!("{} min ago", secs / 60),
+        3600..86_400 => format!("{} h ago", secs / 3600),
+        _ => format!("{} days ago", secs / 86_400),
     }
 }

@@ -150,6 +150,7 @@ async fn connection(stream: UnixStream, shared: Arc<Shared>) {
 async fn answer(shared: &Shared, request: Request) -> Response {
     match request {
         Request::Status => Response::Status(Box::new(shared.status().await)),
+        Request::Sync { .. } => Response::Error { message: "syncing is not available".into() },
     }
 }
 
