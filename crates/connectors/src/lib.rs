@@ -18,11 +18,21 @@
 //! - a full round of an incremental stream (the first, or after [`FetchError::ResyncRequired`])
 //!   is reconciled too, so that records deleted while the token was dead go away.
 
+//!
+//! [`Connector::new`] picks the connector for a provider's dataset; the modules below hold one
+//! provider API each, and [`fetch`] the request layer they share.
+
 pub mod datasets;
 pub mod fetch;
+mod google_calendar;
+mod google_people;
+mod wire;
 
-pub use datasets::{Columns, Record};
-pub use fetch::{FetchError, TokenSource};
+use datapunk_oauth::provider::{Endpoints, Provider};
+use url::Url;
+
+pub use datasets::{Columns, Record, Track};
+pub use fetch::{FetchError, RetryPolicy, TokenSource};
 
 /// Where a stream's round stands: what the next request is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,25 +88,156 @@ pub struct Stream {
     pub id: String,
 }
 
-/// A connector for one dataset of one provider.
-pub trait Connector: Send + Sync {
-    /// The provider's dataset name, as in `datapunk_oauth::provider` (`calendar`, `contacts`,
-    /// `recently-played`, `saved-tracks`, `playlists`).
-    fn dataset(&self) -> &'static str;
+/// How the connectors ask: page sizes, Graph's calendar window and the retries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Google Calendar's `maxResults` (at most 2500, which is the default).
+    pub calendar_page_size: u32,
+    /// Graph's `Prefer: odata.maxpagesize` (the server may send fewer).
+    pub graph_page_size: u32,
+    /// How far back Graph's calendar window reaches from the start of a full round. The window
+    /// is fixed for the delta link's lineage: it moves only with the next full round.
+    pub graph_window_past: time::Duration,
+    /// How far ahead Graph's calendar window reaches from the start of a full round.
+    pub graph_window_future: time::Duration,
+    /// The retries of every request.
+    pub retry: RetryPolicy,
+}
 
-    /// The streams of the dataset. Google Calendar asks `calendarList`; the others answer one
-    /// stream without a request.
-    fn streams<T: TokenSource>(
-        &self,
-        tokens: &T,
-    ) -> impl Future<Output = Result<Vec<Stream>, FetchError>> + Send;
+impl Default for Options {
+    /// Pages as large as the providers allow (Graph: 200), Graph's window from one year back
+    /// to two years ahead, and the default [`RetryPolicy`].
+    fn default() -> Self {
+        Self {
+            calendar_page_size: 2500,
+            graph_page_size: 200,
+            graph_window_past: time::Duration::days(365),
+            graph_window_future: time::Duration::days(2 * 365),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
 
-    /// Makes the one request that `cursor` calls for, with the retries [`fetch`] allows, and
-    /// returns the page.
-    fn fetch<T: TokenSource>(
+/// Why no connector could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The provider has no such dataset, or Datapunk has no connector for it.
+    #[error("{provider} has no dataset {dataset:?}")]
+    UnknownDataset {
+        /// The provider.
+        provider: Provider,
+        /// The dataset asked for.
+        dataset: String,
+    },
+    /// An API base URL of the endpoints is not an absolute `http(s)` URL.
+    #[error("the {which} of {provider} is not an http(s) URL")]
+    BadBase {
+        /// The provider.
+        provider: Provider,
+        /// `api_base` or `people_api_base`.
+        which: &'static str,
+    },
+}
+
+/// The connector for one dataset of one provider; the daemon keeps one per integration and
+/// dataset. See the [crate documentation](crate) for how it is driven.
+#[derive(Clone, Debug)]
+pub struct Connector {
+    kind: Kind,
+    base: Url,
+    options: Options,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    GoogleCalendar,
+    GooglePeople,
+}
+
+impl Connector {
+    /// The connector for `provider`'s `dataset` (as named in `datapunk_oauth::provider`),
+    /// reading the data API at `endpoints.api_base` (Google contacts: `people_api_base`).
+    ///
+    /// # Errors
+    ///
+    /// [`SetupError::UnknownDataset`] for a dataset the provider does not have,
+    /// [`SetupError::BadBase`] when the base URL it needs is missing or not `http(s)`.
+    pub fn new(
+        provider: Provider,
+        dataset: &str,
+        endpoints: &Endpoints,
+        options: &Options,
+    ) -> Result<Self, SetupError> {
+        let kind = match (provider, dataset) {
+            (Provider::Google, "calendar") => Kind::GoogleCalendar,
+            (Provider::Google, "contacts") => Kind::GooglePeople,
+            _ => {
+                return Err(SetupError::UnknownDataset { provider, dataset: dataset.to_owned() });
+            }
+        };
+        let (which, base) = match kind {
+            Kind::GooglePeople => ("people_api_base", endpoints.people_api_base.as_deref()),
+            _ => ("api_base", Some(endpoints.api_base.as_str())),
+        };
+        let base = base
+            .and_then(|base| Url::parse(base).ok())
+            .filter(|base| matches!(base.scheme(), "http" | "https") && base.has_host())
+            .ok_or(SetupError::BadBase { provider, which })?;
+
+        Ok(Self { kind, base, options: options.clone() })
+    }
+
+    /// The provider's dataset name: `calendar`, `contacts`, `recently-played`,
+    /// `saved-tracks` or `playlists`.
+    pub fn dataset(&self) -> &'static str {
+        match self.kind {
+            Kind::GoogleCalendar => "calendar",
+            Kind::GooglePeople => "contacts",
+        }
+    }
+
+    /// Whether the dataset has a change feed. A stream without one ([`Cursor::Synced`] never
+    /// stored) reads everything every round and reconciles.
+    pub fn is_incremental(&self) -> bool {
+        true
+    }
+
+    /// The streams of the dataset: Google Calendar's calendars from `calendarList`; one stream
+    /// named `""` for every other dataset, without a request.
+    ///
+    /// # Errors
+    ///
+    /// As [`Connector::fetch`].
+    pub async fn streams<T: TokenSource>(&self, tokens: &T) -> Result<Vec<Stream>, FetchError> {
+        match self.kind {
+            Kind::GoogleCalendar => {
+                google_calendar::streams(tokens, &self.base, &self.options).await
+            }
+            _ => Ok(vec![Stream { id: String::new() }]),
+        }
+    }
+
+    /// Makes the one request that `cursor` calls for in `stream`, with the retries
+    /// [`Options::retry`] allows, and returns the page. The page is whole or not at all.
+    ///
+    /// # Errors
+    ///
+    /// [`FetchError::ResyncRequired`]: drop the partial round and the sync token, start again
+    /// from [`Cursor::Start`]. [`FetchError::Throttled`] and [`FetchError::Unavailable`]: try
+    /// the same cursor later. [`FetchError::Malformed`] and [`FetchError::Refused`]: the
+    /// provider will answer the same again; [`FetchError::Token`]: the token keeper's failure.
+    pub async fn fetch<T: TokenSource>(
         &self,
         tokens: &T,
         stream: &Stream,
         cursor: &Cursor,
-    ) -> impl Future<Output = Result<Page, FetchError>> + Send;
+    ) -> Result<Page, FetchError> {
+        let (base, options) = (&self.base, &self.options);
+        match self.kind {
+            Kind::GoogleCalendar => {
+                google_calendar::fetch(tokens, base, options, &stream.id, cursor).await
+            }
+            Kind::GooglePeople => google_people::fetch(tokens, base, options, cursor).await,
+        }
+    }
 }

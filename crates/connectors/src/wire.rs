@@ -1,0 +1,49 @@
+//! Shapes shared by the providers' JSON: times in their several spellings, and each item's
+//! text kept as received for the sealed `raw` field.
+
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::{Date, OffsetDateTime};
+
+/// A page's items, each kept as the text the provider sent.
+pub(crate) type RawItems = Vec<Box<RawValue>>;
+
+/// An optional RFC 3339 instant (`2026-03-18T14:41:14.687Z`, `2026-04-03T10:00:00+02:00`).
+pub(crate) fn rfc3339<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<OffsetDateTime>, D::Error> {
+    Option::<String>::deserialize(deserializer)?
+        .map(|text| OffsetDateTime::parse(&text, &Rfc3339))
+        .transpose()
+        .map_err(|_| serde::de::Error::custom("not an RFC 3339 time"))
+}
+
+/// An optional calendar date, `YYYY-MM-DD`.
+pub(crate) fn date<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Date>, D::Error> {
+    Option::<String>::deserialize(deserializer)?
+        .map(|text| Date::parse(&text, format_description!("[year]-[month]-[day]")))
+        .transpose()
+        .map_err(|_| serde::de::Error::custom("not a date"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Times {
+        #[serde(default, deserialize_with = "rfc3339")]
+        google: Option<OffsetDateTime>,
+    }
+
+    #[test]
+    fn rfc3339_times_parse_with_their_fractions() {
+        let times: Times =
+            serde_json::from_str(r#"{"google": "2026-03-18T07:46:27.5509919Z"}"#).expect("parses");
+        assert_eq!(times.google.expect("a time").unix_timestamp_nanos(), 1_773_819_987_550_991_900);
+        let none: Times = serde_json::from_str("{}").expect("parses");
+        assert!(none.google.is_none());
+    }
+}
