@@ -132,6 +132,32 @@ pub enum Error {
         reason: String,
     },
 
+    /// A sync stream moved to another round while a sync was writing to it: another sync
+    /// restarted or completed the round. Nothing of the page was stored; read the stream's
+    /// state again and continue from there.
+    #[error(
+        "the sync round of {integration}/{dataset} is no longer round {expected}; another sync \
+         moved it on, so read the stream's state again"
+    )]
+    RoundChanged {
+        /// The integration.
+        integration: String,
+        /// The dataset.
+        dataset: String,
+        /// The round the caller wrote for.
+        expected: i64,
+    },
+
+    /// Records handed to the store do not belong to the dataset they were written to. A bug in
+    /// the caller: permanent.
+    #[error("invalid records for dataset {dataset}: {reason}")]
+    InvalidRecords {
+        /// The dataset written to.
+        dataset: String,
+        /// What is wrong, without any value of a record.
+        reason: String,
+    },
+
     /// The database holds a value this build cannot read.
     #[error("unexpected data in the database: {reason}")]
     Data {

@@ -7,6 +7,8 @@
 //! - [`admin`] creates the [`Role`]s, the database and the schema, applies the embedded
 //!   migrations, and reports what each role may do.
 //! - [`audit`] appends to, lists and verifies the hash-chained audit log.
+//! - [`integrations`] records connected accounts; [`datasets`] stores their synced records
+//!   and the sync state of each stream, a page and its cursor in one transaction.
 //!
 //! Every fallible function returns [`Error`], whose variants say whether to retry, fix a
 //! setting or ask an administrator. No SQL here is built from outside text except one
@@ -15,6 +17,7 @@
 pub mod admin;
 pub mod audit;
 mod connect;
+pub mod datasets;
 mod error;
 mod ident;
 pub mod integrations;

@@ -38,6 +38,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "integrations",
         sql: include_str!("../migrations/0004_integrations.sql"),
     },
+    Migration {
+        version: 5,
+        name: "datasets",
+        sql: include_str!("../migrations/0005_datasets.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.
