@@ -19,12 +19,14 @@
 //!
 //! [`status`] answers `datapunk status`; [`sealed_records`] lists a dataset's sealed rows.
 
-use std::collections::HashSet;
+mod rows;
+mod status;
 
 use time::OffsetDateTime;
-use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Transaction};
 
+use self::rows::{last_of_each_id, write_rows};
+pub use self::status::{sealed_records, status};
 use crate::Error;
 
 /// A dataset, with the table that holds it.
@@ -499,126 +501,6 @@ pub async fn remove_stream(client: &mut Client, key: &StreamKey) -> Result<u64, 
     Ok(removed)
 }
 
-/// The sync state of every consented or synced dataset of `integration`, or of every
-/// integration, by integration and dataset. Needs only `SELECT`.
-///
-/// # Errors
-///
-/// [`Error::Data`] for a dataset this build does not know; otherwise when the database cannot
-/// be read.
-pub async fn status(
-    client: &Client,
-    integration: Option<&str>,
-) -> Result<Vec<DatasetStatus>, Error> {
-    let rows = client
-        .query(
-            "WITH wanted AS (
-                 SELECT integration, dataset FROM datapunk.integration_datasets
-                 WHERE consented AND ($1::text IS NULL OR integration = $1)
-                 UNION
-                 SELECT integration, dataset FROM datapunk.sync_streams
-                 WHERE $1::text IS NULL OR integration = $1
-             )
-             SELECT w.integration, w.dataset, count(s.stream), max(s.last_success_at),
-                    (array_agg(s.last_outcome ORDER BY s.last_outcome_at DESC NULLS LAST))[1],
-                    max(s.last_outcome_at),
-                    (array_agg(s.last_error ORDER BY s.last_outcome_at DESC NULLS LAST))[1],
-                    coalesce(sum(s.last_added), 0)::bigint,
-                    coalesce(sum(s.last_updated), 0)::bigint,
-                    coalesce(sum(s.last_deleted), 0)::bigint,
-                    coalesce(bool_or(s.cursor_kind = 'page'), false)
-             FROM wanted w LEFT JOIN datapunk.sync_streams s USING (integration, dataset)
-             GROUP BY w.integration, w.dataset
-             ORDER BY w.integration, w.dataset",
-            &[&integration],
-        )
-        .await?;
-    let records = client
-        .query(
-            "SELECT integration, 'calendar', count(*) FROM datapunk.calendar_events
-                 WHERE $1::text IS NULL OR integration = $1 GROUP BY integration
-             UNION ALL
-             SELECT integration, 'contacts', count(*) FROM datapunk.contacts
-                 WHERE $1::text IS NULL OR integration = $1 GROUP BY integration
-             UNION ALL
-             SELECT integration, 'recently-played', count(*) FROM datapunk.plays
-                 WHERE $1::text IS NULL OR integration = $1 GROUP BY integration
-             UNION ALL
-             SELECT integration, 'saved-tracks', count(*) FROM datapunk.saved_tracks
-                 WHERE $1::text IS NULL OR integration = $1 GROUP BY integration
-             UNION ALL
-             SELECT integration, 'playlists', count(*) FROM datapunk.playlists
-                 WHERE $1::text IS NULL OR integration = $1 GROUP BY integration",
-            &[&integration],
-        )
-        .await?;
-
-    rows.iter()
-        .map(|row| {
-            let integration: String = row.get(0);
-            let name: &str = row.get(1);
-            let dataset = Dataset::from_name(name)
-                .ok_or_else(|| Error::Data { reason: format!("unknown dataset {name:?}") })?;
-            let stored = records
-                .iter()
-                .find(|r| r.get::<_, &str>(0) == integration && r.get::<_, &str>(1) == name)
-                .map_or(0, |r| r.get::<_, i64>(2));
-            let last_outcome = match row.get::<_, Option<&str>>(4) {
-                None => None,
-                Some("success") => Some(Outcome::Success),
-                Some("failure") => Some(Outcome::Failure),
-                Some(other) => {
-                    return Err(Error::Data { reason: format!("unknown sync outcome {other:?}") });
-                }
-            };
-            Ok(DatasetStatus {
-                dataset,
-                streams: unsigned(row.get(2)),
-                records: unsigned(stored),
-                last_success_at: row.get(3),
-                last_outcome,
-                last_outcome_at: row.get(5),
-                last_error: row.get(6),
-                last_round: Counts {
-                    added: unsigned(row.get(7)),
-                    updated: unsigned(row.get(8)),
-                    deleted: unsigned(row.get(9)),
-                    unchanged: 0,
-                },
-                syncing: row.get(10),
-                integration,
-            })
-        })
-        .collect()
-}
-
-/// Every stored row of `dataset` of `integration` as its id and sealed message, by stream and
-/// id. Needs only `SELECT`.
-///
-/// # Errors
-///
-/// When the database cannot be read.
-pub async fn sealed_records(
-    client: &Client,
-    integration: &str,
-    dataset: Dataset,
-) -> Result<Vec<SealedRecord>, Error> {
-    let rows = client
-        .query(
-            &format!(
-                "SELECT stream, provider_id, sealed FROM {} WHERE integration = $1
-                 ORDER BY stream, provider_id",
-                dataset.table()
-            ),
-            &[&integration],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|row| SealedRecord { stream: row.get(0), provider_id: row.get(1), sealed: row.get(2) })
-        .collect())
-}
-
 /// Takes the stream's row lock until the transaction ends, so that one sync at a time writes
 /// to a stream, and checks that it is still at `round`.
 async fn lock_round(
@@ -637,138 +519,6 @@ async fn lock_round(
         Some(row) if row.get::<_, i64>(0) == round => Ok(()),
         _ => Err(key.error_round_changed(round)),
     }
-}
-
-/// The rows of `rows`, keeping only the last of each provider id: one statement cannot write
-/// the same row twice.
-fn last_of_each_id(rows: &[Row]) -> Vec<&Row> {
-    let mut seen = HashSet::with_capacity(rows.len());
-    let mut last: Vec<&Row> =
-        rows.iter().rev().filter(|row| seen.insert(row.provider_id.as_str())).collect();
-    last.reverse();
-    last
-}
-
-/// Writes `rows` with one statement; counts what was added, updated and left unchanged.
-async fn write_rows(
-    transaction: &Transaction<'_>,
-    key: &StreamKey,
-    round: i64,
-    full: bool,
-    rows: &[&Row],
-) -> Result<Counts, Error> {
-    if rows.is_empty() {
-        return Ok(Counts::default());
-    }
-    let mismatch = || Error::InvalidRecords {
-        dataset: key.dataset.name().to_owned(),
-        reason: "a row's columns belong to another dataset".to_owned(),
-    };
-    let ids: Vec<&str> = rows.iter().map(|row| row.provider_id.as_str()).collect();
-    let sealed: Vec<&[u8]> = rows.iter().map(|row| row.sealed.as_slice()).collect();
-    let digests: Vec<&[u8]> = rows.iter().map(|row| row.digest.as_slice()).collect();
-    let updated_at: Vec<Option<OffsetDateTime>> = rows.iter().map(|row| row.updated_at).collect();
-    let common: [&(dyn ToSql + Sync); 7] =
-        [&key.integration, &key.stream, &round, &full, &ids, &sealed, &digests];
-
-    let (added, updated) = match key.dataset {
-        Dataset::Calendar => {
-            let mut columns = EventColumns::default();
-            for row in rows {
-                columns.push(&row.columns).ok_or_else(mismatch)?;
-            }
-            let specific: [&(dyn ToSql + Sync); 7] = [
-                &columns.starts_at,
-                &columns.ends_at,
-                &columns.all_day,
-                &columns.status,
-                &columns.series_id,
-                &columns.kind,
-                &updated_at,
-            ];
-            upsert(transaction, &EVENTS, &common, &specific).await?
-        }
-        Dataset::Contacts => {
-            if rows.iter().any(|row| row.columns != Columns::Contact) {
-                return Err(mismatch());
-            }
-            upsert(transaction, &CONTACTS, &common, &[&updated_at]).await?
-        }
-        Dataset::SavedTracks => {
-            let mut added_at = Vec::with_capacity(rows.len());
-            let mut tracks = TrackColumns::default();
-            for row in rows {
-                let Columns::SavedTrack { added_at: at, track } = &row.columns else {
-                    return Err(mismatch());
-                };
-                added_at.push(*at);
-                tracks.push(track);
-            }
-            let specific: [&(dyn ToSql + Sync); 6] = [
-                &added_at,
-                &tracks.id,
-                &tracks.name,
-                &tracks.artists,
-                &tracks.album,
-                &tracks.duration_ms,
-            ];
-            upsert(transaction, &SAVED_TRACKS, &common, &specific).await?
-        }
-        Dataset::Playlists => {
-            let (mut snapshot, mut entries, mut public, mut collaborative) =
-                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            for row in rows {
-                let Columns::Playlist { snapshot_id, entries: n, public: p, collaborative: c } =
-                    &row.columns
-                else {
-                    return Err(mismatch());
-                };
-                snapshot.push(snapshot_id.as_str());
-                entries.push(*n);
-                public.push(*p);
-                collaborative.push(*c);
-            }
-            let specific: [&(dyn ToSql + Sync); 4] = [&snapshot, &entries, &public, &collaborative];
-            upsert(transaction, &PLAYLISTS, &common, &specific).await?
-        }
-        Dataset::RecentlyPlayed => {
-            let mut played_at = Vec::with_capacity(rows.len());
-            let mut tracks = TrackColumns::default();
-            for row in rows {
-                let Columns::Play { played_at: at, track } = &row.columns else {
-                    return Err(mismatch());
-                };
-                played_at.push(*at);
-                tracks.push(track);
-            }
-            let added = transaction
-                .execute(
-                    INSERT_PLAYS,
-                    &[
-                        &key.integration,
-                        &key.stream,
-                        &ids,
-                        &sealed,
-                        &played_at,
-                        &tracks.id,
-                        &tracks.name,
-                        &tracks.artists,
-                        &tracks.album,
-                        &tracks.duration_ms,
-                    ],
-                )
-                .await?;
-            (added, 0)
-        }
-    };
-
-    let written = added + updated;
-    Ok(Counts {
-        added,
-        updated,
-        deleted: 0,
-        unchanged: (rows.len() as u64).saturating_sub(written),
-    })
 }
 
 /// Removes the rows with the ids in `removals`; returns how many there were.
@@ -887,171 +637,6 @@ async fn clear_seen(transaction: &Transaction<'_>, key: &StreamKey) -> Result<()
     Ok(())
 }
 
-/// The parts of one dataset's upsert statement.
-struct Upsert {
-    /// The table.
-    table: &'static str,
-    /// The dataset's name in `round_seen`.
-    dataset: &'static str,
-    /// The unnest arguments and names of the columns after the seven common parameters.
-    unnest: &'static str,
-    /// The columns the table takes from the page, after the common ones.
-    columns: &'static str,
-    /// The expressions over the page's columns (`p.`) that fill `columns`.
-    values: &'static str,
-}
-
-const EVENTS: Upsert = Upsert {
-    table: "datapunk.calendar_events",
-    dataset: "calendar",
-    unnest: "$8::timestamptz[], $9::timestamptz[], $10::boolean[], $11::text[], $12::text[],
-             $13::text[], $14::timestamptz[]) AS p (provider_id, sealed, digest, starts_at,
-             ends_at, all_day, status, series_id, kind, updated_at",
-    columns: "starts_at, ends_at, all_day, status, series_id, kind, updated_at",
-    values: "p.starts_at, p.ends_at, p.all_day, p.status, p.series_id, p.kind, p.updated_at",
-};
-
-const CONTACTS: Upsert = Upsert {
-    table: "datapunk.contacts",
-    dataset: "contacts",
-    unnest: "$8::timestamptz[]) AS p (provider_id, sealed, digest, updated_at",
-    columns: "updated_at",
-    values: "p.updated_at",
-};
-
-const SAVED_TRACKS: Upsert = Upsert {
-    table: "datapunk.saved_tracks",
-    dataset: "saved-tracks",
-    unnest: "$8::timestamptz[], $9::text[], $10::text[], $11::text[], $12::text[],
-             $13::bigint[]) AS p (provider_id, sealed, digest, added_at, track_id, track_name,
-             artists, album, duration_ms",
-    columns: "added_at, track_id, track_name, artists, album, duration_ms",
-    values: "p.added_at, p.track_id, p.track_name,
-             ARRAY(SELECT jsonb_array_elements_text(p.artists::jsonb)), p.album, p.duration_ms",
-};
-
-const PLAYLISTS: Upsert = Upsert {
-    table: "datapunk.playlists",
-    dataset: "playlists",
-    unnest: "$8::text[], $9::bigint[], $10::boolean[], $11::boolean[]) AS p (provider_id,
-             sealed, digest, snapshot_id, entries, public, collaborative",
-    columns: "snapshot_id, entries, public, collaborative",
-    values: "p.snapshot_id, p.entries, p.public, p.collaborative",
-};
-
-/// Plays never change: a play seen again is skipped.
-const INSERT_PLAYS: &str = "INSERT INTO datapunk.plays (integration, stream, provider_id, sealed,
-         played_at, track_id, track_name, artists, album, duration_ms)
-     SELECT $1::text, $2::text, p.provider_id, p.sealed, p.played_at, p.track_id, p.track_name,
-            ARRAY(SELECT jsonb_array_elements_text(p.artists::jsonb)), p.album, p.duration_ms
-     FROM unnest($3::text[], $4::bytea[], $5::timestamptz[], $6::text[], $7::text[],
-                 $8::text[], $9::text[], $10::bigint[])
-          AS p (provider_id, sealed, played_at, track_id, track_name, artists, album,
-                duration_ms)
-     ON CONFLICT DO NOTHING";
-
-/// Runs one dataset's upsert: `common` are the integration, the stream, the round, whether it
-/// is full, and the ids, sealed messages and digests; `specific` the dataset's columns.
-/// Returns the rows added and updated.
-///
-/// Rows whose stored digest equals the page's are not touched, not even locked; in a full
-/// round their ids go to `round_seen` instead, in the same statement.
-async fn upsert(
-    transaction: &Transaction<'_>,
-    upsert: &Upsert,
-    common: &[&(dyn ToSql + Sync); 7],
-    specific: &[&(dyn ToSql + Sync)],
-) -> Result<(u64, u64), Error> {
-    let Upsert { table, dataset, unnest, columns, values } = upsert;
-    let set: Vec<String> = columns
-        .split(',')
-        .map(str::trim)
-        .chain(["sealed", "digest", "seen_round"])
-        .map(|column| format!("{column} = excluded.{column}"))
-        .collect();
-    let sql = format!(
-        "WITH page AS (
-             SELECT * FROM unnest($5::text[], $6::bytea[], $7::bytea[], {unnest})
-         ), known AS (
-             SELECT p.provider_id, t.digest = p.digest AS unchanged
-             FROM page p LEFT JOIN {table} t
-                 ON t.integration = $1 AND t.stream = $2 AND t.provider_id = p.provider_id
-         ), written AS (
-             INSERT INTO {table} AS t (integration, stream, provider_id, sealed, digest,
-                                       seen_round, {columns})
-             SELECT $1::text, $2::text, p.provider_id, p.sealed, p.digest, $3::bigint, {values}
-             FROM page p JOIN known k USING (provider_id)
-             WHERE k.unchanged IS NOT TRUE
-             ON CONFLICT (integration, stream, provider_id) DO UPDATE
-                 SET {set}, synced_at = now()
-                 WHERE t.digest <> excluded.digest
-             RETURNING t.xmax = 0 AS inserted
-         ), seen AS (
-             INSERT INTO datapunk.round_seen (integration, dataset, stream, provider_id, round)
-             SELECT $1::text, '{dataset}', $2::text, k.provider_id, $3::bigint FROM known k
-             WHERE $4::boolean AND k.unchanged
-             ON CONFLICT (integration, dataset, stream, provider_id) DO UPDATE
-                 SET round = excluded.round WHERE round_seen.round <> excluded.round
-         )
-         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)
-         FROM written",
-        set = set.join(", ")
-    );
-    let params: Vec<&(dyn ToSql + Sync)> = common.iter().chain(specific).copied().collect();
-
-    let row = transaction.query_one(&sql, &params).await?;
-    Ok((unsigned(row.get(0)), unsigned(row.get(1))))
-}
-
-/// The event columns of a page, one vector per column.
-#[derive(Default)]
-struct EventColumns<'a> {
-    starts_at: Vec<Option<OffsetDateTime>>,
-    ends_at: Vec<Option<OffsetDateTime>>,
-    all_day: Vec<bool>,
-    status: Vec<&'a str>,
-    series_id: Vec<Option<&'a str>>,
-    kind: Vec<&'a str>,
-}
-
-impl<'a> EventColumns<'a> {
-    /// Adds an event's columns; `None` when they are another dataset's.
-    fn push(&mut self, columns: &'a Columns) -> Option<()> {
-        let Columns::Event { starts_at, ends_at, all_day, status, series_id, kind } = columns
-        else {
-            return None;
-        };
-        self.starts_at.push(*starts_at);
-        self.ends_at.push(*ends_at);
-        self.all_day.push(*all_day);
-        self.status.push(status);
-        self.series_id.push(series_id.as_deref());
-        self.kind.push(kind);
-        Some(())
-    }
-}
-
-/// The track columns of a page; artists as one JSON array per track, since PostgreSQL cannot
-/// unnest an array of arrays of different lengths.
-#[derive(Default)]
-struct TrackColumns<'a> {
-    id: Vec<&'a str>,
-    name: Vec<&'a str>,
-    artists: Vec<String>,
-    album: Vec<&'a str>,
-    duration_ms: Vec<i64>,
-}
-
-impl<'a> TrackColumns<'a> {
-    fn push(&mut self, track: &'a Track) {
-        self.id.push(&track.id);
-        self.name.push(&track.name);
-        self.artists.push(serde_json::Value::from(track.artists.as_slice()).to_string());
-        self.album.push(&track.album);
-        self.duration_ms.push(track.duration_ms);
-    }
-}
-
 /// A count from PostgreSQL, which is never negative.
 fn unsigned(count: i64) -> u64 {
     u64::try_from(count).unwrap_or(0)
@@ -1066,16 +651,6 @@ fn signed(count: u64) -> i64 {
 mod tests {
     use super::*;
 
-    fn row(id: &str, digest: u8) -> Row {
-        Row {
-            provider_id: id.to_owned(),
-            updated_at: None,
-            columns: Columns::Contact,
-            sealed: vec![digest],
-            digest: vec![digest],
-        }
-    }
-
     #[test]
     fn dataset_names_round_trip_and_match_the_connect_flow() {
         for dataset in Dataset::ALL {
@@ -1084,17 +659,6 @@ mod tests {
         let json = serde_json::to_string(&Dataset::SavedTracks).expect("serialise");
         assert_eq!(json, "\"saved-tracks\"");
         assert_eq!(Dataset::from_name("events"), None);
-    }
-
-    #[test]
-    fn a_page_keeps_the_last_row_of_each_id_in_order() {
-        let rows = [row("a", 1), row("b", 1), row("a", 2), row("c", 1)];
-
-        let kept = last_of_each_id(&rows);
-
-        let kept: Vec<(&str, u8)> =
-            kept.iter().map(|r| (r.provider_id.as_str(), r.digest[0])).collect();
-        assert_eq!(kept, [("b", 1), ("a", 2), ("c", 1)]);
     }
 
     #[test]
