@@ -397,6 +397,17 @@ fn describe(prefix: &str, path: &str, inner: &serde_json::Error) -> String {
     format!("{what} at {place}")
 }
 
+/// Whether `link` may be followed with the bearer token: the same scheme, host and port as
+/// `base`, and below its path.
+pub(crate) fn within(base: &Url, link: &Url) -> bool {
+    let prefix = base.path().trim_end_matches('/');
+    base.origin() == link.origin()
+        && link
+            .path()
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// `base` with `path` appended to its path (`base` may have a path of its own, as Graph's
 /// `/v1.0` and Spotify's `/v1`).
 pub(crate) fn endpoint(base: &Url, segments: &[&str]) -> Url {
@@ -482,6 +493,23 @@ mod tests {
         assert_eq!(error_codes(graph), ["SyncStateNotFound"]);
         let echoed = br#"{"error":{"code":"token abc/def=="}}"#;
         assert!(error_codes(echoed).is_empty());
+    }
+
+    #[test]
+    fn links_are_followed_only_below_the_api_base() {
+        let base = Url::parse("https://graph.example/v1.0").expect("a URL");
+        let ok =
+            Url::parse("https://graph.example/v1.0/me/contacts/delta?$skiptoken=x").expect("a URL");
+        assert!(within(&base, &ok));
+        for bad in [
+            "https://evil.example/v1.0/me/contacts/delta",
+            "http://graph.example/v1.0/me",
+            "https://graph.example:444/v1.0/me",
+            "https://graph.example/beta/me",
+            "https://graph.example/v1.0x/me",
+        ] {
+            assert!(!within(&base, &Url::parse(bad).expect("a URL")), "{bad}");
+        }
     }
 
     #[test]

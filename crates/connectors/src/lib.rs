@@ -26,6 +26,7 @@ pub mod datasets;
 pub mod fetch;
 mod google_calendar;
 mod google_people;
+mod graph;
 mod wire;
 
 use datapunk_oauth::provider::{Endpoints, Provider};
@@ -152,6 +153,8 @@ pub struct Connector {
 enum Kind {
     GoogleCalendar,
     GooglePeople,
+    GraphCalendar,
+    GraphContacts,
 }
 
 impl Connector {
@@ -171,6 +174,8 @@ impl Connector {
         let kind = match (provider, dataset) {
             (Provider::Google, "calendar") => Kind::GoogleCalendar,
             (Provider::Google, "contacts") => Kind::GooglePeople,
+            (Provider::Microsoft, "calendar") => Kind::GraphCalendar,
+            (Provider::Microsoft, "contacts") => Kind::GraphContacts,
             _ => {
                 return Err(SetupError::UnknownDataset { provider, dataset: dataset.to_owned() });
             }
@@ -191,8 +196,8 @@ impl Connector {
     /// `saved-tracks` or `playlists`.
     pub fn dataset(&self) -> &'static str {
         match self.kind {
-            Kind::GoogleCalendar => "calendar",
-            Kind::GooglePeople => "contacts",
+            Kind::GoogleCalendar | Kind::GraphCalendar => "calendar",
+            Kind::GooglePeople | Kind::GraphContacts => "contacts",
         }
     }
 
@@ -238,6 +243,12 @@ impl Connector {
                 google_calendar::fetch(tokens, base, options, &stream.id, cursor).await
             }
             Kind::GooglePeople => google_people::fetch(tokens, base, options, cursor).await,
+            Kind::GraphCalendar => {
+                graph::fetch(tokens, base, options, graph::Collection::Calendar, cursor).await
+            }
+            Kind::GraphContacts => {
+                graph::fetch(tokens, base, options, graph::Collection::Contacts, cursor).await
+            }
         }
     }
 }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
-use time::{Date, OffsetDateTime};
+use time::{Date, OffsetDateTime, PrimitiveDateTime};
 
 /// A page's items, each kept as the text the provider sent.
 pub(crate) type RawItems = Vec<Box<RawValue>>;
@@ -28,9 +28,35 @@ pub(crate) fn date<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<
         .map_err(|_| serde::de::Error::custom("not a date"))
 }
 
+/// Graph's wall-clock time without an offset, `2026-04-06T07:00:00.0000000`.
+pub(crate) fn wall_clock<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<PrimitiveDateTime, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    PrimitiveDateTime::parse(
+        &text,
+        format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second][optional [.[subsecond]]]"
+        ),
+    )
+    .map_err(|_| serde::de::Error::custom("not a date and time"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Deserialize)]
+    struct Wall(#[serde(deserialize_with = "wall_clock")] PrimitiveDateTime);
+
+    #[test]
+    fn graph_wall_clock_times_parse_with_and_without_fractions() {
+        let wall: Wall = serde_json::from_str(r#""2026-04-06T07:00:00.1234567""#).expect("parses");
+        assert_eq!(wall.0.to_string(), "2026-04-06 7:00:00.1234567");
+        let whole: Wall = serde_json::from_str(r#""2026-04-06T07:00:00""#).expect("parses");
+        assert_eq!(whole.0.to_string(), "2026-04-06 7:00:00.0");
+        assert!(serde_json::from_str::<Wall>(r#""2026-04-06T07:00:00Z""#).is_err());
+    }
 
     #[derive(Deserialize)]
     struct Times {
