@@ -27,6 +27,7 @@ pub mod fetch;
 mod google_calendar;
 mod google_people;
 mod graph;
+mod spotify;
 mod wire;
 
 use datapunk_oauth::provider::{Endpoints, Provider};
@@ -155,6 +156,9 @@ enum Kind {
     GooglePeople,
     GraphCalendar,
     GraphContacts,
+    SpotifyPlays,
+    SpotifySavedTracks,
+    SpotifyPlaylists,
 }
 
 impl Connector {
@@ -176,6 +180,9 @@ impl Connector {
             (Provider::Google, "contacts") => Kind::GooglePeople,
             (Provider::Microsoft, "calendar") => Kind::GraphCalendar,
             (Provider::Microsoft, "contacts") => Kind::GraphContacts,
+            (Provider::Spotify, "recently-played") => Kind::SpotifyPlays,
+            (Provider::Spotify, "saved-tracks") => Kind::SpotifySavedTracks,
+            (Provider::Spotify, "playlists") => Kind::SpotifyPlaylists,
             _ => {
                 return Err(SetupError::UnknownDataset { provider, dataset: dataset.to_owned() });
             }
@@ -198,13 +205,16 @@ impl Connector {
         match self.kind {
             Kind::GoogleCalendar | Kind::GraphCalendar => "calendar",
             Kind::GooglePeople | Kind::GraphContacts => "contacts",
+            Kind::SpotifyPlays => "recently-played",
+            Kind::SpotifySavedTracks => "saved-tracks",
+            Kind::SpotifyPlaylists => "playlists",
         }
     }
 
     /// Whether the dataset has a change feed. A stream without one ([`Cursor::Synced`] never
     /// stored) reads everything every round and reconciles.
     pub fn is_incremental(&self) -> bool {
-        true
+        !matches!(self.kind, Kind::SpotifySavedTracks | Kind::SpotifyPlaylists)
     }
 
     /// The streams of the dataset: Google Calendar's calendars from `calendarList`; one stream
@@ -248,6 +258,13 @@ impl Connector {
             }
             Kind::GraphContacts => {
                 graph::fetch(tokens, base, options, graph::Collection::Contacts, cursor).await
+            }
+            Kind::SpotifyPlays => spotify::recently_played(tokens, base, options, cursor).await,
+            Kind::SpotifySavedTracks => {
+                spotify::list(tokens, base, options, spotify::List::SavedTracks, cursor).await
+            }
+            Kind::SpotifyPlaylists => {
+                spotify::list(tokens, base, options, spotify::List::Playlists, cursor).await
             }
         }
     }

@@ -20,6 +20,15 @@ pub(crate) fn rfc3339<'de, D: Deserializer<'de>>(
         .map_err(|_| serde::de::Error::custom("not an RFC 3339 time"))
 }
 
+/// A required RFC 3339 instant.
+pub(crate) fn rfc3339_required<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<OffsetDateTime, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    OffsetDateTime::parse(&text, &Rfc3339)
+        .map_err(|_| serde::de::Error::custom("not an RFC 3339 time"))
+}
+
 /// An optional calendar date, `YYYY-MM-DD`.
 pub(crate) fn date<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Date>, D::Error> {
     Option::<String>::deserialize(deserializer)?
@@ -40,6 +49,11 @@ pub(crate) fn wall_clock<'de, D: Deserializer<'de>>(
         ),
     )
     .map_err(|_| serde::de::Error::custom("not a date and time"))
+}
+
+/// Milliseconds since the Unix epoch, as Spotify's cursors count.
+pub(crate) fn unix_ms(at: OffsetDateTime) -> i128 {
+    at.unix_timestamp_nanos() / 1_000_000
 }
 
 #[cfg(test)]
