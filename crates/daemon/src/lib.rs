@@ -21,7 +21,7 @@ mod notify;
 pub mod process;
 pub mod providers;
 pub mod service;
-mod sync;
+pub mod sync;
 pub mod tokens;
 pub mod vault;
 

@@ -24,7 +24,7 @@ use tokio::sync::{Mutex, watch};
 
 use crate::audit::{Auditor, event};
 use crate::control::proto::{
-    AuditStatus, DatabaseStatus, IntegrationStatus, State, Status, VaultStatus,
+    AuditStatus, DatabaseStatus, DatasetStatus, IntegrationStatus, State, Status, VaultStatus,
 };
 use crate::control::server;
 use crate::database::Database;
@@ -45,6 +45,8 @@ pub(crate) struct Shared {
     vault_kind: BackendKind,
     /// The vault's last known state and when it began; `None` until the first answer.
     vault_state: Mutex<Option<(VaultState, OffsetDateTime)>>,
+    /// What syncs; set once the token keeper is made.
+    syncer: std::sync::OnceLock<Arc<crate::sync::Syncer>>,
 }
 
 impl Shared {
@@ -87,18 +89,7 @@ impl Shared {
         };
         let reachable = client.is_some();
         let integrations = match &client {
-            Some(client) => datapunk_store::integrations::list(client)
-                .await
-                .map(|all| {
-                    all.into_iter()
-                        .map(|i| IntegrationStatus {
-                            name: i.name,
-                            state: i.state.as_str().to_owned(),
-                            datasets: Vec::new(),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
+            Some(client) => integration_status(client).await,
             None => Vec::new(),
         };
         Status {
@@ -161,6 +152,11 @@ impl Shared {
             notify::status(&status.summary());
         }
         Some(previous)
+    }
+
+    /// What syncs, once the daemon is running.
+    pub(crate) fn syncer(&self) -> Option<&Arc<crate::sync::Syncer>> {
+        self.syncer.get()
     }
 
     /// Sends the current summary as `STATUS=`, after something it counts may have changed.
@@ -301,6 +297,7 @@ async fn serve(
         server_version,
         vault_kind: vault.kind(),
         vault_state: Mutex::new(None),
+        syncer: std::sync::OnceLock::new(),
     });
     record_config(&shared, &config, "config.loaded", Outcome::Success, "configuration loaded")
         .await;
@@ -321,12 +318,11 @@ async fn serve(
     let vault_watch =
         tokio::spawn(crate::vault::watch(Arc::clone(&shared), Arc::clone(&vault), stopped.clone()));
     let rounds = match keeper(&config, &vault, &shared) {
-        Ok(keeper) => tokio::spawn(crate::sync::run(
-            Arc::clone(&shared),
-            keeper,
-            config.sync.interval,
-            stopped,
-        )),
+        Ok(keeper) => {
+            let syncer = Arc::new(crate::sync::Syncer::new(keeper, config.sync.interval));
+            let _ = shared.syncer.set(Arc::clone(&syncer));
+            tokio::spawn(crate::sync::run(Arc::clone(&shared), syncer, stopped))
+        }
         Err(error) => {
             let _ = stop_server.send(true);
             let _ = server.await;
@@ -376,6 +372,58 @@ async fn serve(
     }
     shutdown(shared).await;
     Ok(())
+}
+
+/// The integrations and their datasets with how each last synced; empty when the database
+/// cannot say.
+async fn integration_status(client: &tokio_postgres::Client) -> Vec<IntegrationStatus> {
+    use datapunk_store::datasets::{self, Outcome as SyncOutcome};
+
+    let Ok(all) = datapunk_store::integrations::list(client).await else {
+        return Vec::new();
+    };
+    let synced = datasets::status(client, None).await.unwrap_or_else(|error| {
+        tracing::warn!(%error, "could not read the sync state");
+        Vec::new()
+    });
+    let time = |at: Option<OffsetDateTime>| at.and_then(|at| at.format(&Rfc3339).ok());
+    all.into_iter()
+        .map(|integration| {
+            let datasets = integration
+                .datasets
+                .iter()
+                .map(|set| {
+                    let found = synced.iter().find(|s| {
+                        s.integration == integration.name && s.dataset.name() == set.name
+                    });
+                    let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+                    DatasetStatus {
+                        name: set.name.clone(),
+                        consented: set.consented,
+                        granted: set.granted,
+                        records: found.map_or(0, |s| as_i64(s.records)),
+                        last_sync_at: found.and_then(|s| time(s.last_outcome_at)),
+                        outcome: found.and_then(|s| s.last_outcome).map(|o| {
+                            match o {
+                                SyncOutcome::Success => "success",
+                                SyncOutcome::Failure => "failure",
+                            }
+                            .to_owned()
+                        }),
+                        added: found.map_or(0, |s| as_i64(s.last_round.added)),
+                        updated: found.map_or(0, |s| as_i64(s.last_round.updated)),
+                        deleted: found.map_or(0, |s| as_i64(s.last_round.deleted)),
+                        error: found.and_then(|s| s.last_error.clone()),
+                    }
+                })
+                .collect();
+            IntegrationStatus {
+                name: integration.name,
+                state: integration.state.as_str().to_owned(),
+                datasets,
+            }
+        })
+        .collect()
 }
 
 /// The token keeper over every configured provider's client.

@@ -207,6 +207,16 @@ impl Keeper {
         &self.http
     }
 
+    /// The endpoints configured for `provider`, if it has a client.
+    pub fn endpoints(&self, provider: Provider) -> Option<&datapunk_oauth::provider::Endpoints> {
+        self.clients.get(&provider).map(|client| &client.endpoints)
+    }
+
+    /// The vault the tokens (and the data keys) are in.
+    pub fn vault(&self) -> &Arc<Vault> {
+        &self.vault
+    }
+
     /// An access token of `name` with more than [`MARGIN`] left, refreshed first if need be.
     ///
     /// # Errors

@@ -501,6 +501,29 @@ pub async fn remove_stream(client: &mut Client, key: &StreamKey) -> Result<u64, 
     Ok(removed)
 }
 
+/// Removes everything synced for `integration`: the rows of every dataset and the sync state,
+/// in one transaction. Returns the number of rows removed. The integration itself stays.
+///
+/// # Errors
+///
+/// When the database refuses.
+pub async fn remove_integration_data(client: &mut Client, integration: &str) -> Result<u64, Error> {
+    let transaction = client.transaction().await?;
+    let mut removed = 0;
+    for dataset in Dataset::ALL {
+        let sql = format!("DELETE FROM {} WHERE integration = $1", dataset.table());
+        removed += transaction.execute(&sql, &[&integration]).await?;
+    }
+    transaction
+        .execute("DELETE FROM datapunk.round_seen WHERE integration = $1", &[&integration])
+        .await?;
+    transaction
+        .execute("DELETE FROM datapunk.sync_streams WHERE integration = $1", &[&integration])
+        .await?;
+    transaction.commit().await?;
+    Ok(removed)
+}
+
 /// Takes the stream's row lock until the transaction ends, so that one sync at a time writes
 /// to a stream, and checks that it is still at `round`.
 async fn lock_round(

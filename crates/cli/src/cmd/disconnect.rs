@@ -108,12 +108,18 @@ async fn disconnect(
         key_event.integration = Some(name.to_owned());
         context.record(&key_event, "data key destroyed").await?;
     }
-    {
-        let client = context.database.store().client().await?;
+    let removed = {
+        let mut client = context.database.store().client().await?;
         integrations::set_state(&client, name, State::Revoked, None).await?;
-    }
+        if args.keep_data {
+            0
+        } else {
+            datapunk_store::datasets::remove_integration_data(&mut client, name).await?
+        }
+    };
     lock.commit().await?;
-    let details = json!({ "provider": provider.as_str(), "kept_data": args.keep_data });
+    let details =
+        json!({ "provider": provider.as_str(), "kept_data": args.keep_data, "removed": removed });
     let mut done = event("cli", "integration.disconnected", Outcome::Success, details);
     done.integration = Some(name.to_owned());
     context.record(&done, "integration disconnected").await?;

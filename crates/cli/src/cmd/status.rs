@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use datapunk_daemon::control::client::{self, ClientError};
-use datapunk_daemon::control::proto::{Request, Response};
+use datapunk_daemon::control::proto::{DatasetStatus, Request, Response};
 
 use crate::{EXIT_NOT_RUNNING, Exit};
 
@@ -50,8 +50,36 @@ pub(crate) async fn run(path: Option<&Path>, json: bool) -> anyhow::Result<()> {
     }
     for integration in &status.integrations {
         println!("  integration   {} {}", integration.name, integration.state);
+        for dataset in &integration.datasets {
+            println!("    {:<16}{}", dataset.name, dataset_line(dataset));
+        }
     }
     Ok(())
+}
+
+/// `1234 records; last sync 2026-12-04T10:00:00Z success (+12 ~3 -1)`.
+fn dataset_line(dataset: &DatasetStatus) -> String {
+    if !dataset.consented {
+        return "not chosen".to_owned();
+    }
+    if !dataset.granted {
+        return "not granted (connect again to grant it)".to_owned();
+    }
+    let mut line = format!("{} records", dataset.records);
+    match (&dataset.last_sync_at, &dataset.outcome) {
+        (Some(at), Some(outcome)) => {
+            line.push_str(&format!("; last sync {at} {outcome}"));
+            if outcome == "success" {
+                let (added, updated, deleted) = (dataset.added, dataset.updated, dataset.deleted);
+                line.push_str(&format!(" (+{added} ~{updated} -{deleted})"));
+            }
+        }
+        _ => line.push_str("; not synced yet"),
+    }
+    if let Some(error) = &dataset.error {
+        line.push_str(&format!(": {error}"));
+    }
+    line
 }
 
 fn uptime(secs: u64) -> String {

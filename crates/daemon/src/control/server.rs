@@ -123,6 +123,9 @@ async fn connection(stream: UnixStream, shared: Arc<Shared>) {
             message: format!("request too long or unterminated (max {MAX_LINE} bytes)"),
         },
         Ok(_) => match serde_json::from_str::<Request>(&line) {
+            Ok(Request::Sync { integration, dataset }) => {
+                sync(&shared, integration.as_deref(), dataset.as_deref(), &mut write).await
+            }
             Ok(request) => answer(&shared, request).await,
             Err(error) => {
                 tracing::debug!(%error, "malformed control request");
@@ -147,10 +150,48 @@ async fn connection(stream: UnixStream, shared: Arc<Shared>) {
     }
 }
 
+/// Runs a sync for the CLI, sending a progress line after every page. A client that goes
+/// away does not stop the sync: it ends as it would have, audited.
+async fn sync(
+    shared: &Shared,
+    integration: Option<&str>,
+    dataset: Option<&str>,
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+) -> Response {
+    let Some(syncer) = shared.syncer() else {
+        return Response::Error { message: "datapunkd is still starting".into() };
+    };
+    let (sender, mut updates) = tokio::sync::mpsc::unbounded_channel();
+    let progress = move |update| {
+        let _ = sender.send(update);
+    };
+    let work = syncer.sync_now(shared, integration, dataset, &progress);
+    tokio::pin!(work);
+    let mut listening = true;
+    let result = loop {
+        tokio::select! {
+            result = &mut work => break result,
+            Some(update) = updates.recv(), if listening => {
+                let Ok(mut line) = serde_json::to_string(&Response::Progress(update)) else {
+                    continue;
+                };
+                line.push('\n');
+                if write.write_all(line.as_bytes()).await.is_err() {
+                    listening = false;
+                }
+            }
+        }
+    };
+    match result {
+        Ok(runs) => Response::Synced { runs },
+        Err(message) => Response::Error { message },
+    }
+}
+
 async fn answer(shared: &Shared, request: Request) -> Response {
     match request {
         Request::Status => Response::Status(Box::new(shared.status().await)),
-        Request::Sync { .. } => Response::Error { message: "syncing is not available".into() },
+        Request::Sync { .. } => unreachable!("sync requests are answered by `sync`"),
     }
 }
 

@@ -1,24 +1,38 @@
-//! The daemon's round of its integrations, once per `sync.interval`.
+//! The daemon's syncing: every consented and granted dataset of every integration that may
+//! run, once per `sync.interval` (with jitter), and at once when `datapunk sync` asks.
 //!
-//! Each round reads the integrations from the database (so that one connected or
-//! disconnected by the CLI is seen without a restart) and, for every one whose state lets it
-//! run, obtains an access token through the [`Keeper`] (refreshing it when it is due) and asks
-//! the provider which account it belongs to. That call proves the connection works, and it is
-//! the place where dataset syncing joins.
+//! Each round reads the integrations from the database, so that one connected or
+//! disconnected by the CLI is seen without a restart. A dataset's sync ([`dataset::sync`])
+//! gets its access tokens through the [`Keeper`], which refreshes them when due; an
+//! integration with no dataset to sync still has its token and account checked, so that a
+//! gone grant is noticed.
 //!
 //! An integration in `needs_reauth`, `revoked` or `paused` is left alone: no token request
-//! and no API call until the person acts. One whose provider is unavailable (429, 5xx, no
-//! answer) is tried again after a backoff that starts at [`RETRY_FIRST`], doubles, honours
-//! the provider's `Retry-After`, and never exceeds the interval.
+//! and no API call until the person acts. A dataset whose provider is unavailable (429, 5xx,
+//! no answer) is tried again after a backoff that starts at [`RETRY_FIRST`], doubles, honours
+//! the provider's `Retry-After`, and never exceeds the interval. One dataset syncs at a time.
+//!
+//! Every sync of a dataset is audited as `sync.run`, with counts (added, updated, deleted,
+//! pages) and never contents.
+
+pub mod dataset;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use datapunk_store::integrations::{self, State};
+use datapunk_connectors::{Connector, FetchError, Options, TokenSource};
+use datapunk_oauth::provider::Provider;
+use datapunk_store::audit::Outcome;
+use datapunk_store::integrations::{self, Integration, State};
+use datapunk_vault::secret::SecretString;
+use rand::Rng as _;
+use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::audit::event;
+use crate::control::proto::{SyncProgress, SyncRun};
 use crate::service::Shared;
 use crate::tokens::{Keeper, TokenFailure};
 
@@ -28,72 +42,335 @@ pub(crate) const RETRY_FIRST: Duration = Duration::from_secs(30);
 /// The longest the loop sleeps before looking for integrations again.
 const LOOK_AGAIN: Duration = Duration::from_secs(10);
 
-/// When an integration is next due, and how many rounds in a row failed.
+/// States in which an integration is synced.
+const RUNNABLE: [State; 3] = [State::Active, State::KeyringLocked, State::TokenUnsaved];
+
+/// When something is next due, and how many tries in a row failed.
 #[derive(Clone, Copy)]
 struct Schedule {
     due: Instant,
     failures: u32,
 }
 
-/// Runs rounds until `stop` turns true.
-pub(crate) async fn run(
-    shared: Arc<Shared>,
+/// What syncs: the token keeper, the connectors' options and the schedule's interval.
+pub(crate) struct Syncer {
     keeper: Arc<Keeper>,
+    options: Options,
     interval: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut schedule: HashMap<String, Schedule> = HashMap::new();
+    /// Held while a dataset syncs: the loop and `datapunk sync` take turns.
+    busy: tokio::sync::Mutex<()>,
+}
+
+impl Syncer {
+    pub(crate) fn new(keeper: Arc<Keeper>, interval: Duration) -> Self {
+        Self { keeper, options: Options::default(), interval, busy: tokio::sync::Mutex::new(()) }
+    }
+
+    /// Syncs now what `integration` and `dataset` select (everything when both are `None`),
+    /// reporting progress to `progress`; one run per dataset, skipped ones included.
+    pub(crate) async fn sync_now(
+        &self,
+        shared: &Shared,
+        integration: Option<&str>,
+        dataset: Option<&str>,
+        progress: &(dyn Fn(SyncProgress) + Send + Sync),
+    ) -> Result<Vec<SyncRun>, String> {
+        let all = match list(shared).await {
+            Ok(all) => all,
+            Err(error) => {
+                tracing::warn!(%error, "could not read the integrations");
+                return Err("the database could not be read".to_owned());
+            }
+        };
+        if let Some(name) = integration
+            && !all.iter().any(|i| i.name == name)
+        {
+            return Err(format!("there is no integration `{name}`; see `datapunk integrations`"));
+        }
+        let mut runs = Vec::new();
+        for candidate in all.iter().filter(|i| integration.is_none_or(|name| i.name == name)) {
+            for set in candidate.datasets.iter().filter(|d| dataset.is_none_or(|n| d.name == n)) {
+                let run = if !RUNNABLE.contains(&candidate.state) {
+                    skipped(
+                        candidate,
+                        &set.name,
+                        format!("integration is {}", candidate.state.as_str()),
+                    )
+                } else if !set.consented {
+                    skipped(candidate, &set.name, "not consented".to_owned())
+                } else if !set.granted {
+                    skipped(candidate, &set.name, "not granted".to_owned())
+                } else {
+                    self.run(shared, candidate, &set.name, progress).await.0
+                };
+                runs.push(run);
+            }
+        }
+        if runs.iter().any(|run| run.outcome != "skipped") {
+            shared.publish_status().await;
+        }
+        Ok(runs)
+    }
+
+    /// Syncs one dataset and audits it. Beside the run: for a failure worth retrying soon,
+    /// how long the provider asked to wait (if it said).
+    async fn run(
+        &self,
+        shared: &Shared,
+        integration: &Integration,
+        dataset: &str,
+        progress: &(dyn Fn(SyncProgress) + Send + Sync),
+    ) -> (SyncRun, Option<Option<Duration>>) {
+        let _turn = self.busy.lock().await;
+        let started = std::time::Instant::now();
+        let name = integration.name.as_str();
+        let result = self.sync_dataset(shared, integration, dataset, started, progress).await;
+        let elapsed_ms = dataset::elapsed_ms(started);
+        let (report, error, retry) = match &result {
+            Ok(report) => (report.clone(), None, None),
+            Err((report, error, retry)) => (report.clone(), Some(error.clone()), *retry),
+        };
+        let outcome = if error.is_some() { Outcome::Failure } else { Outcome::Success };
+        let details = json!({
+            "dataset": dataset,
+            "added": report.added,
+            "updated": report.updated,
+            "deleted": report.deleted,
+            "pages": report.pages,
+            "resyncs": report.resyncs,
+            "elapsed_ms": elapsed_ms,
+            "error": error,
+        });
+        let mut audited = event("sync", "sync.run", outcome, details);
+        audited.integration = Some(name.to_owned());
+        let message = if error.is_some() { "sync failed" } else { "dataset synced" };
+        shared.record(&audited, message).await;
+        if let Some(error) = &error {
+            tracing::warn!(integration = name, dataset, error = error.as_str(), "sync failed");
+        } else {
+            tracing::info!(
+                integration = name,
+                dataset,
+                added = report.added,
+                updated = report.updated,
+                deleted = report.deleted,
+                pages = report.pages,
+                elapsed_ms,
+                "dataset synced"
+            );
+        }
+        let run = SyncRun {
+            integration: name.to_owned(),
+            dataset: dataset.to_owned(),
+            outcome: if error.is_some() { "failure" } else { "success" }.to_owned(),
+            added: report.added,
+            updated: report.updated,
+            deleted: report.deleted,
+            pages: report.pages,
+            requests: report.pages + report.resyncs,
+            elapsed_ms,
+            error,
+        };
+        (run, retry)
+    }
+
+    async fn sync_dataset(
+        &self,
+        shared: &Shared,
+        integration: &Integration,
+        dataset: &str,
+        started: std::time::Instant,
+        progress: &(dyn Fn(SyncProgress) + Send + Sync),
+    ) -> Result<dataset::Report, Failed> {
+        let empty = |error: String| (dataset::Report::default(), error, None);
+        let name = integration.name.as_str();
+        let provider: Provider = integration.provider.parse().map_err(|e| empty(format!("{e}")))?;
+        let endpoints = self.keeper.endpoints(provider).ok_or_else(|| {
+            empty(format!(
+                "no OAuth client is configured for {provider}: add a `[providers.{provider}]` table"
+            ))
+        })?;
+        let connector = Connector::new(provider, dataset, endpoints, &self.options)
+            .map_err(|e| empty(e.to_string()))?;
+        let key = match self.keeper.vault().data_key(name).await {
+            Ok(Some(key)) => Arc::new(key),
+            Ok(None) => {
+                return Err(empty(format!(
+                    "integration `{name}` has no data key, so nothing can be stored \
+                     encrypted; restore it (`datapunk keys restore`) or connect again"
+                )));
+            }
+            // A locked or unreachable vault: worth retrying once it is back.
+            Err(error) => {
+                return Err((
+                    dataset::Report::default(),
+                    format!("cannot read the data key: {error}"),
+                    Some(None),
+                ));
+            }
+        };
+        let tokens = KeeperTokens { keeper: &self.keeper, name };
+        let on_page = |report: &dataset::Report| {
+            progress(SyncProgress {
+                integration: name.to_owned(),
+                dataset: dataset.to_owned(),
+                pages: report.pages,
+                records: report.records(),
+                elapsed_ms: dataset::elapsed_ms(started),
+            });
+        };
+        let store = shared.database().store();
+        let mut partial = dataset::Report::default();
+        let mut tracked = |report: &dataset::Report| {
+            partial = report.clone();
+            on_page(report);
+        };
+        dataset::sync(store, &connector, &tokens, key, name, &mut tracked)
+            .await
+            .map_err(|error| (partial.clone(), error.to_string(), error.retry()))
+    }
+
+    /// Whether `error` is worth retrying soon, and after how long.
+    fn retry_wait(&self, failures: u32, asked: Option<Duration>) -> Duration {
+        let doubled = RETRY_FIRST.saturating_mul(1 << failures.saturating_sub(1).min(16));
+        doubled.max(asked.unwrap_or(Duration::ZERO)).min(self.interval)
+    }
+}
+
+/// A failed sync: what it did before failing, the failure in words (never a value), and for a
+/// failure worth retrying soon how long the provider asked to wait.
+type Failed = (dataset::Report, String, Option<Option<Duration>>);
+
+fn skipped(integration: &Integration, dataset: &str, reason: String) -> SyncRun {
+    SyncRun {
+        integration: integration.name.clone(),
+        dataset: dataset.to_owned(),
+        outcome: "skipped".to_owned(),
+        added: 0,
+        updated: 0,
+        deleted: 0,
+        pages: 0,
+        requests: 0,
+        elapsed_ms: 0,
+        error: Some(reason),
+    }
+}
+
+/// The keeper's tokens for one integration, as the connectors ask for them.
+struct KeeperTokens<'a> {
+    keeper: &'a Keeper,
+    name: &'a str,
+}
+
+impl TokenSource for KeeperTokens<'_> {
+    fn http(&self) -> &reqwest::Client {
+        self.keeper.http().http()
+    }
+
+    async fn access(&self) -> Result<SecretString, FetchError> {
+        self.keeper
+            .access_token(self.name)
+            .await
+            .map(|access| access.token)
+            .map_err(|failure| FetchError::Token(Box::new(failure)))
+    }
+
+    async fn after_unauthorized(
+        &self,
+        rejected: &SecretString,
+    ) -> Result<SecretString, FetchError> {
+        self.keeper
+            .after_unauthorized(self.name, rejected)
+            .await
+            .map(|access| access.token)
+            .map_err(|failure| FetchError::Token(Box::new(failure)))
+    }
+}
+
+async fn list(shared: &Shared) -> Result<Vec<Integration>, datapunk_store::Error> {
+    let client = shared.database().store().client().await?;
+    integrations::list(&client).await
+}
+
+/// Runs the schedule until `stop` turns true.
+pub(crate) async fn run(shared: Arc<Shared>, syncer: Arc<Syncer>, mut stop: watch::Receiver<bool>) {
+    let mut schedule: HashMap<(String, String), Schedule> = HashMap::new();
+    let quiet = |_: SyncProgress| {};
     loop {
-        let names = match due_integrations(&shared, &mut schedule).await {
-            Ok(names) => names,
+        let all = match list(&shared).await {
+            Ok(all) => all,
             Err(error) => {
                 tracing::warn!(%error, "could not read the integrations; trying again shortly");
                 Vec::new()
             }
         };
-        let checked = !names.is_empty();
-        for name in names {
-            let check = keeper.account(&name);
-            let result = tokio::select! {
-                result = check => result,
-                _ = stop.changed() => return,
-            };
-            let entry = schedule
-                .entry(name.clone())
-                .or_insert(Schedule { due: Instant::now(), failures: 0 });
-            match result {
-                Ok(account) => {
-                    tracing::debug!(
-                        integration = name.as_str(),
-                        account = account.id.as_str(),
-                        "integration checked"
-                    );
-                    *entry = Schedule { due: Instant::now() + interval, failures: 0 };
+        schedule.retain(|(name, set), _| {
+            all.iter().any(|i| &i.name == name && i.datasets.iter().any(|d| &d.name == set))
+        });
+        let mut worked = false;
+        for integration in all.iter().filter(|i| RUNNABLE.contains(&i.state)) {
+            let sets: Vec<&str> = integration
+                .datasets
+                .iter()
+                .filter(|d| d.consented && d.granted)
+                .map(|d| d.name.as_str())
+                .collect();
+            // Nothing to sync: still check the token and the account, so that a gone grant
+            // shows.
+            let sets = if sets.is_empty() { vec![""] } else { sets };
+            for set in sets {
+                let key = (integration.name.clone(), set.to_owned());
+                if schedule.get(&key).is_some_and(|s| s.due > Instant::now()) {
+                    continue;
                 }
-                Err(failure) if failure.is_retryable() => {
-                    entry.failures = entry.failures.saturating_add(1);
-                    let wait = backoff(entry.failures, &failure, interval);
-                    tracing::warn!(integration = name.as_str(), error = %failure,
-                        retry_in_secs = wait.as_secs(), "integration check failed; retrying later");
-                    entry.due = Instant::now() + wait;
-                }
-                Err(failure) => {
-                    // needs_reauth and the like: the state keeps it out of later rounds; the
-                    // schedule only spaces out what a person must fix anyway.
-                    tracing::warn!(integration = name.as_str(), error = %failure,
-                        "integration check failed");
-                    *entry = Schedule { due: Instant::now() + interval, failures: 0 };
+                worked = true;
+                let attempt = async {
+                    if set.is_empty() {
+                        check_account(&syncer.keeper, &integration.name).await
+                    } else {
+                        let (run, retry) = syncer.run(&shared, integration, set, &quiet).await;
+                        run.error.map_or(Ok(()), |error| Err((error, retry)))
+                    }
+                };
+                let result = tokio::select! {
+                    result = attempt => result,
+                    _ = stop.changed() => return,
+                };
+                let entry =
+                    schedule.entry(key).or_insert(Schedule { due: Instant::now(), failures: 0 });
+                match result {
+                    Ok(()) => {
+                        *entry = Schedule {
+                            due: Instant::now() + jittered(syncer.interval),
+                            failures: 0,
+                        };
+                    }
+                    Err((error, Some(asked))) => {
+                        entry.failures = entry.failures.saturating_add(1);
+                        let wait = syncer.retry_wait(entry.failures, asked);
+                        tracing::debug!(
+                            integration = integration.name.as_str(),
+                            dataset = set,
+                            error = error.as_str(),
+                            retry_in_secs = wait.as_secs(),
+                            "retrying later"
+                        );
+                        entry.due = Instant::now() + wait;
+                    }
+                    Err((_, None)) => {
+                        *entry = Schedule { due: Instant::now() + syncer.interval, failures: 0 };
+                    }
                 }
             }
         }
-        if checked {
+        if worked {
             shared.publish_status().await;
         }
         let next = schedule.values().map(|s| s.due).min();
         let wait = next
             .map_or(LOOK_AGAIN, |due| due.saturating_duration_since(Instant::now()))
             .min(LOOK_AGAIN)
-            .min(interval);
+            .min(syncer.interval);
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,
@@ -101,31 +378,39 @@ pub(crate) async fn run(
     }
 }
 
-/// The names of the integrations that may run and are due; forgets the ones that are gone.
-async fn due_integrations(
-    shared: &Shared,
-    schedule: &mut HashMap<String, Schedule>,
-) -> Result<Vec<String>, datapunk_store::Error> {
-    let client = shared.database().store().client().await?;
-    let all = integrations::list(&client).await?;
-    schedule.retain(|name, _| all.iter().any(|i| &i.name == name));
-    let now = Instant::now();
-    Ok(all
-        .into_iter()
-        .filter(|i| matches!(i.state, State::Active | State::KeyringLocked | State::TokenUnsaved))
-        .filter(|i| schedule.get(&i.name).is_none_or(|s| s.due <= now))
-        .map(|i| i.name)
-        .collect())
+/// The interval, give or take a tenth, so that integrations do not all ask at once.
+fn jittered(interval: Duration) -> Duration {
+    let tenth = interval / 10;
+    if tenth.is_zero() {
+        return interval;
+    }
+    let offset = rand::thread_rng().gen_range(Duration::ZERO..=tenth * 2);
+    interval - tenth + offset
 }
 
-/// The wait after `failures` failures in a row.
-fn backoff(failures: u32, failure: &TokenFailure, interval: Duration) -> Duration {
-    let doubled = RETRY_FIRST.saturating_mul(1 << failures.saturating_sub(1).min(16));
-    let asked = match failure {
-        TokenFailure::Retry { retry_after: Some(after), .. } => *after,
-        _ => Duration::ZERO,
-    };
-    doubled.max(asked).min(interval)
+/// Checks the token and account of an integration with nothing to sync.
+async fn check_account(
+    keeper: &Keeper,
+    name: &str,
+) -> Result<(), (String, Option<Option<Duration>>)> {
+    match keeper.account(name).await {
+        Ok(account) => {
+            tracing::debug!(
+                integration = name,
+                account = account.id.as_str(),
+                "integration checked"
+            );
+            Ok(())
+        }
+        Err(failure) => {
+            let retry = match &failure {
+                TokenFailure::Retry { retry_after, .. } => Some(*retry_after),
+                _ => None,
+            };
+            tracing::warn!(integration = name, error = %failure, "integration check failed");
+            Err((failure.to_string(), retry))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -133,14 +418,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_honours_retry_after_and_stays_within_the_interval() {
-        let plain = TokenFailure::Retry { reason: String::new(), retry_after: None };
-        let hour = Duration::from_secs(3600);
-        assert_eq!(backoff(1, &plain, hour), Duration::from_secs(30));
-        assert_eq!(backoff(3, &plain, hour), Duration::from_secs(120));
-        assert_eq!(backoff(40, &plain, hour), hour);
-        let asked = TokenFailure::Retry { reason: String::new(), retry_after: Some(hour) };
-        assert_eq!(backoff(1, &asked, Duration::from_secs(900)), Duration::from_secs(900));
-        assert_eq!(backoff(1, &asked, 2 * hour), hour);
+    fn jitter_stays_within_a_tenth_of_the_interval() {
+        let interval = Duration::from_secs(900);
+        for _ in 0..200 {
+            let wait = jittered(interval);
+            assert!(
+                wait >= Duration::from_secs(810) && wait <= Duration::from_secs(990),
+                "{wait:?}"
+            );
+        }
+        assert_eq!(jittered(Duration::from_nanos(5)), Duration::from_nanos(5));
     }
 }

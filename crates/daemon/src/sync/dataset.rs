@@ -1,0 +1,317 @@
+//! One dataset's sync: its streams, page by page, sealed and stored.
+//!
+//! For each stream the stored cursor says what to ask; each page the connector returns is
+//! sealed (one OpenPGP message of the record's personal fields under the integration's data
+//! key, and a keyed fingerprint of everything stored) and written with the cursor that follows
+//! it in one transaction. A crash between pages resumes at the last page stored; a page the
+//! provider sent malformed is refused whole and leaves the stored rows as they were.
+//!
+//! Stream names are stored as keyed fingerprints, not as the provider's ids: Google names a
+//! person's calendars by e-mail addresses, which must not sit in a plaintext column.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datapunk_connectors::{Connector, FetchError, Record, TokenSource};
+use datapunk_store::Store;
+use datapunk_store::datasets::{self, Dataset, StreamKey};
+use datapunk_vault::field;
+use datapunk_vault::key::DataKey;
+
+/// How often a stream's round may start over after the provider dropped its sync token,
+/// within one sync. A second drop in a row is an error, not a loop.
+const RESYNCS: u32 = 1;
+
+/// What one dataset's sync did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Records added.
+    pub added: u64,
+    /// Records changed.
+    pub updated: u64,
+    /// Records removed.
+    pub deleted: u64,
+    /// Records the provider sent unchanged.
+    pub unchanged: u64,
+    /// Pages read.
+    pub pages: u64,
+    /// Streams synced.
+    pub streams: u64,
+    /// Rounds started over because the provider dropped a sync token.
+    pub resyncs: u64,
+}
+
+impl Report {
+    /// Records read so far.
+    pub fn records(&self) -> u64 {
+        self.added + self.updated + self.unchanged
+    }
+}
+
+/// Why a dataset's sync stopped. Messages name the dataset and the request, never a value.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The provider's answer (or the token keeper's).
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// The database.
+    #[error(transparent)]
+    Store(#[from] datapunk_store::Error),
+    /// Sealing a record failed.
+    #[error("cannot encrypt a record: {0}")]
+    Seal(#[from] field::FieldError),
+    /// The connector names a dataset the store has no table for.
+    #[error("no table for dataset {0:?}")]
+    UnknownDataset(&'static str),
+}
+
+impl SyncError {
+    /// Whether trying again later may succeed, and how long the provider asked to wait.
+    pub fn retry(&self) -> Option<Option<Duration>> {
+        match self {
+            Self::Fetch(FetchError::Throttled { retry_after }) => Some(*retry_after),
+            Self::Fetch(FetchError::Unavailable { .. }) | Self::Store(_) => Some(None),
+            Self::Fetch(FetchError::Token(_)) => Some(None),
+            _ => None,
+        }
+    }
+}
+
+/// Syncs `connector`'s dataset of `integration` into `store`, sealing with `key`, and calls
+/// `progress` after every page.
+///
+/// # Errors
+///
+/// As [`SyncError`]; what was stored before the error stays, with its cursor, and the failure
+/// is recorded on the stream.
+pub async fn sync(
+    store: &Store,
+    connector: &Connector,
+    tokens: &impl TokenSource,
+    key: Arc<DataKey>,
+    integration: &str,
+    progress: &mut (dyn FnMut(&Report) + Send),
+) -> Result<Report, SyncError> {
+    let name = connector.dataset();
+    let dataset = Dataset::from_name(name).ok_or(SyncError::UnknownDataset(name))?;
+    let mut report = Report::default();
+
+    let streams = match connector.streams(tokens).await {
+        Ok(streams) => streams,
+        Err(error) => {
+            let whole = StreamKey::new(integration, dataset, "");
+            fail(store, &whole, &error.to_string()).await;
+            return Err(error.into());
+        }
+    };
+    let labelled: Vec<(String, _)> =
+        streams.into_iter().map(|stream| (label(&key, &stream.id), stream)).collect();
+
+    // A stream the provider no longer lists (a calendar removed or unshared) takes its rows.
+    {
+        let mut client = store.client().await?;
+        let known = datasets::streams(&client, integration, dataset).await?;
+        for gone in known.iter().filter(|s| !labelled.iter().any(|(label, _)| label == *s)) {
+            let key = StreamKey::new(integration, dataset, gone);
+            report.deleted += datasets::remove_stream(&mut client, &key).await?;
+        }
+    }
+
+    for (label, stream) in &labelled {
+        let stream_key = StreamKey::new(integration, dataset, label);
+        let result =
+            sync_stream(store, connector, tokens, &key, &stream_key, stream, &mut report, progress)
+                .await;
+        if let Err(error) = result {
+            fail(store, &stream_key, &error.to_string()).await;
+            return Err(error);
+        }
+        report.streams += 1;
+    }
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn sync_stream(
+    store: &Store,
+    connector: &Connector,
+    tokens: &impl TokenSource,
+    key: &Arc<DataKey>,
+    stream_key: &StreamKey,
+    stream: &datapunk_connectors::Stream,
+    report: &mut Report,
+    progress: &mut (dyn FnMut(&Report) + Send),
+) -> Result<(), SyncError> {
+    let mut client = store.client().await?;
+    let mut state = datasets::open_stream(&client, stream_key).await?;
+    let mut resyncs = 0;
+    loop {
+        let cursor = to_connector(&state.cursor);
+        let page = match connector.fetch(tokens, stream, &cursor).await {
+            Ok(page) => page,
+            Err(FetchError::ResyncRequired { reason }) if resyncs < RESYNCS => {
+                tracing::info!(
+                    integration = stream_key.integration.as_str(),
+                    dataset = stream_key.dataset.name(),
+                    reason = reason.as_str(),
+                    "the provider dropped the sync token; reading everything again"
+                );
+                resyncs += 1;
+                report.resyncs += 1;
+                state = datasets::restart_round(&mut client, stream_key).await?;
+                continue;
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let done = matches!(page.next, datapunk_connectors::Next::Done { .. });
+        let sealed = seal(Arc::clone(key), page).await?;
+        match datasets::apply_page(&mut client, stream_key, state.round, &sealed).await {
+            Ok(counts) => {
+                report.added += counts.added;
+                report.updated += counts.updated;
+                report.deleted += counts.deleted;
+                report.unchanged += counts.unchanged;
+                report.pages += 1;
+                progress(report);
+            }
+            // Another sync of the same stream moved the round on: start from what it left.
+            Err(datapunk_store::Error::RoundChanged { .. }) => {
+                state = datasets::open_stream(&client, stream_key).await?;
+                continue;
+            }
+            Err(error) => return Err(error.into()),
+        }
+        if done {
+            return Ok(());
+        }
+        if let datasets::Next::More(next) = sealed.next {
+            state.cursor = next;
+        }
+    }
+}
+
+/// Records a failure on `key`'s stream; a database that cannot take it is logged instead.
+async fn fail(store: &Store, key: &StreamKey, error: &str) {
+    let recorded = async {
+        let client = store.client().await?;
+        datasets::record_failure(&client, key, error).await
+    };
+    if let Err(failure) = recorded.await {
+        tracing::warn!(error = %failure, "could not record a sync failure");
+    }
+}
+
+/// The stored name of the stream the provider calls `id`: `""` stays `""`, anything else
+/// becomes a keyed fingerprint that says nothing without the data key.
+fn label(key: &DataKey, id: &str) -> String {
+    if id.is_empty() {
+        return String::new();
+    }
+    let digest = field::fingerprint(key, &[("stream", id)]);
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Seals a page's records on a blocking thread: encryption is the CPU-heavy part of a sync.
+async fn seal(
+    key: Arc<DataKey>,
+    page: datapunk_connectors::Page,
+) -> Result<datasets::Page, SyncError> {
+    let sealed = tokio::task::spawn_blocking(move || {
+        let upserts = page
+            .upserts
+            .into_iter()
+            .map(|record| seal_record(&key, record))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok::<_, SyncError>(datasets::Page {
+            upserts,
+            removals: page.removals,
+            next: to_store_next(page.next),
+        })
+    })
+    .await;
+    match sealed {
+        Ok(result) => result,
+        Err(join) => std::panic::resume_unwind(join.into_panic()),
+    }
+}
+
+fn seal_record(key: &DataKey, record: Record) -> Result<datasets::Row, SyncError> {
+    let fields: Vec<(&str, &str)> =
+        record.personal.iter().map(|(name, text)| (*name, text.as_str())).collect();
+    let sealed = field::encrypt_fields(key, &fields)?;
+    // The fingerprint covers the plaintext columns too, so a change to either rewrites the row.
+    let columns = format!("{:?} {:?}", record.updated_at, record.columns);
+    let mut covered = fields;
+    covered.push(("\0columns", columns.as_str()));
+    let digest = field::fingerprint(key, &covered).to_vec();
+    Ok(datasets::Row {
+        provider_id: record.id,
+        updated_at: record.updated_at,
+        columns: to_store_columns(record.columns),
+        sealed,
+        digest,
+    })
+}
+
+fn to_connector(cursor: &datasets::Cursor) -> datapunk_connectors::Cursor {
+    match cursor {
+        datasets::Cursor::Start => datapunk_connectors::Cursor::Start,
+        datasets::Cursor::Page { continuation, full } => {
+            datapunk_connectors::Cursor::Page { continuation: continuation.clone(), full: *full }
+        }
+        datasets::Cursor::Synced(token) => datapunk_connectors::Cursor::Synced(token.clone()),
+    }
+}
+
+fn to_store_cursor(cursor: datapunk_connectors::Cursor) -> datasets::Cursor {
+    match cursor {
+        datapunk_connectors::Cursor::Start => datasets::Cursor::Start,
+        datapunk_connectors::Cursor::Page { continuation, full } => {
+            datasets::Cursor::Page { continuation, full }
+        }
+        datapunk_connectors::Cursor::Synced(token) => datasets::Cursor::Synced(token),
+    }
+}
+
+fn to_store_next(next: datapunk_connectors::Next) -> datasets::Next {
+    match next {
+        datapunk_connectors::Next::More(cursor) => datasets::Next::More(to_store_cursor(cursor)),
+        datapunk_connectors::Next::Done { sync_token, full } => {
+            datasets::Next::Done { sync_token, full }
+        }
+    }
+}
+
+fn to_store_track(track: datapunk_connectors::Track) -> datasets::Track {
+    datasets::Track {
+        id: track.id,
+        name: track.name,
+        artists: track.artists,
+        album: track.album,
+        duration_ms: track.duration_ms,
+    }
+}
+
+fn to_store_columns(columns: datapunk_connectors::Columns) -> datasets::Columns {
+    use datapunk_connectors::Columns as C;
+    match columns {
+        C::Event { starts_at, ends_at, all_day, status, series_id, kind } => {
+            datasets::Columns::Event { starts_at, ends_at, all_day, status, series_id, kind }
+        }
+        C::Contact => datasets::Columns::Contact,
+        C::Play { played_at, track } => {
+            datasets::Columns::Play { played_at, track: to_store_track(track) }
+        }
+        C::SavedTrack { added_at, track } => {
+            datasets::Columns::SavedTrack { added_at, track: to_store_track(track) }
+        }
+        C::Playlist { snapshot_id, entries, public, collaborative } => {
+            datasets::Columns::Playlist { snapshot_id, entries, public, collaborative }
+        }
+    }
+}
+
+/// Milliseconds since `since`, for reports.
+pub(crate) fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
