@@ -16,7 +16,7 @@ use axum::routing::get;
 use rand::RngCore as _;
 use serde_json::{Value, json};
 
-use crate::oauth::{Grant, Provider, Sandbox, lock};
+use crate::oauth::{Grant, Provider, Sandbox, State, lock};
 
 /// A person signed in at a provider.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,23 +74,9 @@ enum Rejection {
 async fn me(state: Sandbox, provider: Provider, headers: HeaderMap) -> Response {
     let mut state = lock(&state);
     let base_url = state.base_url.clone();
-    let provider_state = state.provider_mut(provider);
-    provider_state.stats.api_requests += 1;
-
-    let found = match bearer(&headers) {
-        None => Err(Rejection::Missing),
-        Some(token) => match provider_state.access.get(token) {
-            None => Err(Rejection::Unknown),
-            Some(access) if access.expired(Instant::now()) => Err(Rejection::Expired),
-            Some(access) => Ok(access.grant.clone()),
-        },
-    };
-    let grant = match found {
+    let grant = match authenticate(&mut state, provider, &headers) {
         Ok(grant) => grant,
-        Err(rejection) => {
-            provider_state.stats.api_unauthorized += 1;
-            return unauthorized(provider, rejection);
-        }
+        Err(refusal) => return refusal,
     };
     drop(state);
 
@@ -98,6 +84,66 @@ async fn me(state: Sandbox, provider: Provider, headers: HeaderMap) -> Response 
         return refusal;
     }
     axum::Json(profile(provider, &grant.account, &base_url)).into_response()
+}
+
+/// The grant behind a request's bearer token, counted in the provider's [`Stats`]; a missing,
+/// unknown, other provider's or expired token gets the provider's 401.
+///
+/// [`Stats`]: crate::Stats
+pub(crate) fn authenticate(
+    state: &mut State,
+    provider: Provider,
+    headers: &HeaderMap,
+) -> Result<Grant, Response> {
+    let provider_state = state.provider_mut(provider);
+    provider_state.stats.api_requests += 1;
+    let found = match bearer(headers) {
+        None => Err(Rejection::Missing),
+        Some(token) => match provider_state.access.get(token) {
+            None => Err(Rejection::Unknown),
+            Some(access) if access.expired(Instant::now()) => Err(Rejection::Expired),
+            Some(access) => Ok(access.grant.clone()),
+        },
+    };
+    found.map_err(|rejection| {
+        provider_state.stats.api_unauthorized += 1;
+        unauthorized(provider, rejection)
+    })
+}
+
+/// The provider's 403 for a grant that lacks `scope`, which a data endpoint needs.
+pub(crate) fn insufficient_scope(provider: Provider, scope: &str) -> Response {
+    match provider {
+        Provider::Google => {
+            let challenge = format!(
+                r#"Bearer realm="https://accounts.google.com/", error="insufficient_scope", scope="{scope}""#
+            );
+            let body = google_error(
+                403,
+                "Request had insufficient authentication scopes.",
+                "PERMISSION_DENIED",
+                json!({
+                    "domain": "global",
+                    "reason": "insufficientPermissions",
+                    "message": "Insufficient Permission",
+                }),
+            );
+            let headers = [(header::WWW_AUTHENTICATE, challenge)];
+            (StatusCode::FORBIDDEN, headers, axum::Json(body)).into_response()
+        }
+        Provider::Microsoft => {
+            let body = graph_error(
+                "ErrorAccessDenied",
+                "Access is denied. Check credentials and try again.",
+            );
+            (StatusCode::FORBIDDEN, axum::Json(body)).into_response()
+        }
+        Provider::Spotify => {
+            let body =
+                json!({ "error": { "status": 403, "message": "Insufficient client scope" } });
+            (StatusCode::FORBIDDEN, axum::Json(body)).into_response()
+        }
+    }
 }
 
 /// The token of an `Authorization: Bearer` header; the scheme is case-insensitive (RFC 7235
@@ -246,7 +292,7 @@ fn google_error(code: u16, message: &str, status: &str, error: Value) -> Value {
 }
 
 /// Graph's OData error, with the `innerError` that Graph adds to every one.
-fn graph_error(code: &str, message: &str) -> Value {
+pub(crate) fn graph_error(code: &str, message: &str) -> Value {
     let format = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
     let date = time::OffsetDateTime::now_utc().format(format).unwrap_or_default();
     let request_id = request_id();

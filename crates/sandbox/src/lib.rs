@@ -25,6 +25,7 @@
 //! its own. The data APIs join it with the sync work.
 
 mod account;
+mod data;
 mod oauth;
 
 use std::net::SocketAddr;
@@ -33,7 +34,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 pub use account::Account;
+pub use data::{Dataset, Fault, LoggedRequest, MutateError, PlaylistShape, Population, Record};
 pub use oauth::{Client, Failure, Provider, Stats};
+use serde_json::Value;
 
 /// A running sandbox.
 #[derive(Debug)]
@@ -45,16 +48,30 @@ pub struct Sandbox {
 
 impl Sandbox {
     /// Serves on `addr` (port 0 picks a free one) from the current Tokio runtime, with the
-    /// built-in clients ([`Client::builtin`]).
+    /// built-in clients ([`Client::builtin`]) and the default [`Population`].
     ///
     /// # Errors
     ///
     /// When the address cannot be bound.
     pub async fn start(addr: SocketAddr) -> std::io::Result<Self> {
+        Self::start_with(addr, Population::default()).await
+    }
+
+    /// Serves on `addr` like [`Sandbox::start`], with the data `population` describes.
+    ///
+    /// # Errors
+    ///
+    /// When the address cannot be bound.
+    pub async fn start_with(addr: SocketAddr, population: Population) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let base_url = format!("http://{}", listener.local_addr()?);
-        let state = Arc::new(Mutex::new(oauth::State::new(&base_url)));
-        let app = oauth::routes().merge(account::routes()).with_state(Arc::clone(&state));
+        let state = Arc::new(Mutex::new(oauth::State::new(&base_url, population)));
+        let app = oauth::routes()
+            .merge(account::routes())
+            .merge(data::routes())
+            .merge(data::admin::routes())
+            .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), data::log_request))
+            .with_state(Arc::clone(&state));
         let server = tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, app).await {
                 eprintln!("datapunk-sandbox: the server stopped: {error}");
@@ -187,6 +204,103 @@ impl Sandbox {
             text.push_str(&format!("account_url = \"{}\"\n", self.account_url(provider)));
         }
         create_private(path, text.as_bytes())
+    }
+
+    /// The base URL of `provider`'s data API, as `api_base` in the configuration:
+    /// `BASE/google/api`, `BASE/microsoft/api`, `BASE/spotify/api`.
+    pub fn api_base(&self, provider: Provider) -> String {
+        format!("{}/{}/api", self.base_url, provider.as_str())
+    }
+
+    /// The base URL of Google's People API, as `people_api_base`: `BASE/google/people`.
+    pub fn people_api_base(&self) -> String {
+        format!("{}/google/people", self.base_url)
+    }
+
+    /// The change sequence: how many mutations there have been.
+    pub fn change_seq(&self) -> u64 {
+        self.with(|state| state.data.seq)
+    }
+
+    /// Adds a record to `dataset` and returns its id: an event in the primary Google calendar,
+    /// a contact, an Outlook event, a saved track (newest), a playlist, or a play of a new
+    /// track (its id is its `played_at`).
+    pub fn add(&self, dataset: Dataset) -> String {
+        self.with(|state| {
+            let account = state.provider(dataset.provider()).account.clone();
+            state.data.add(dataset, &account)
+        })
+    }
+
+    /// Changes the record `id` of `dataset`: its next revision has other words, a new `etag`
+    /// and `updated` time.
+    ///
+    /// # Errors
+    ///
+    /// When `dataset` has no live record `id`, or for plays, which only get added.
+    pub fn change(&self, dataset: Dataset, id: &str) -> Result<(), MutateError> {
+        self.with(|state| state.data.mutate(dataset, id, false))
+    }
+
+    /// Deletes the record `id` of `dataset`; deleting a recurring series deletes its
+    /// exceptions too. Incremental rounds then list its tombstone.
+    ///
+    /// # Errors
+    ///
+    /// As [`Sandbox::change`].
+    pub fn delete(&self, dataset: Dataset, id: &str) -> Result<(), MutateError> {
+        self.with(|state| state.data.mutate(dataset, id, true))
+    }
+
+    /// Kills every sync token, page token of an incremental round and delta link of
+    /// `dataset`: Google Calendar answers 410 `fullSyncRequired`, People 400
+    /// `EXPIRED_SYNC_TOKEN`, Graph 410 `SyncStateNotFound`.
+    pub fn invalidate_sync_tokens(&self, dataset: Dataset) {
+        self.with(|state| state.data.invalidate(dataset, 0));
+    }
+
+    /// Kills `dataset`'s tokens as [`Sandbox::invalidate_sync_tokens`] does once `pages` more
+    /// incremental pages have been served (at least one), so that a round fails on a later
+    /// page.
+    pub fn invalidate_sync_tokens_after(&self, dataset: Dataset, pages: u32) {
+        self.with(|state| state.data.invalidate(dataset, pages.max(1)));
+    }
+
+    /// Makes the next data requests to `provider` misbehave as `faults` say, one each, in
+    /// order, after authentication.
+    pub fn inject(&self, provider: Provider, faults: &[Fault]) {
+        self.with(|state| state.data.inject(provider, faults));
+    }
+
+    /// Serves Spotify's playlists in `shape`.
+    pub fn set_playlist_shape(&self, shape: PlaylistShape) {
+        self.with(|state| state.data.playlist_shape = shape);
+    }
+
+    /// Every request answered so far, the admin API's excepted, oldest first.
+    pub fn requests(&self) -> Vec<LoggedRequest> {
+        self.with(|state| state.data.log.clone())
+    }
+
+    /// Empties the request log.
+    pub fn clear_requests(&self) {
+        self.with(|state| state.data.log.clear());
+    }
+
+    /// The live records of `dataset` now, as its provider's full listing serves them: what a
+    /// client that synced everything should hold. Google Calendar's come from all three
+    /// calendars, each record naming its calendar; Outlook's include the occurrences of each
+    /// series; plays are newest first.
+    pub fn truth(&self, dataset: Dataset) -> Vec<Record> {
+        self.with(|state| {
+            let account = state.provider(dataset.provider()).account.clone();
+            state.data.truth(dataset, &account, &state.base_url)
+        })
+    }
+
+    /// The JSON of [`Sandbox::truth`]'s records.
+    pub fn truth_json(&self, dataset: Dataset) -> Vec<Value> {
+        self.truth(dataset).into_iter().map(|record| record.json).collect()
     }
 
     /// How long a [`Failure::Slow`] answer waits.

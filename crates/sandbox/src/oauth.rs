@@ -166,6 +166,8 @@ pub(crate) struct State {
     providers: HashMap<Provider, ProviderState>,
     pub(crate) spotify_omits_refresh_tokens: bool,
     pub(crate) issued: Vec<String>,
+    /// What the data APIs serve.
+    pub(crate) data: crate::data::Data,
 }
 
 impl std::fmt::Debug for State {
@@ -175,7 +177,7 @@ impl std::fmt::Debug for State {
 }
 
 impl State {
-    pub(crate) fn new(base_url: &str) -> Self {
+    pub(crate) fn new(base_url: &str, population: crate::data::Population) -> Self {
         let providers = Provider::ALL
             .into_iter()
             .map(|provider| {
@@ -198,6 +200,7 @@ impl State {
             providers,
             spotify_omits_refresh_tokens: false,
             issued: Vec::new(),
+            data: crate::data::Data::new(population),
         }
     }
 
