@@ -24,6 +24,9 @@
 //! [`Sandbox::start`] runs it inside a test's process; the `datapunk-sandbox` binary runs it on
 //! its own. The data APIs join it with the sync work.
 
+// serde_json's `json!` recurses once per key; Graph's events and contacts have fifty.
+#![recursion_limit = "256"]
+
 mod account;
 mod data;
 mod oauth;
