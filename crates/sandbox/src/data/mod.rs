@@ -370,6 +370,14 @@ impl Collection {
         self.history.entry(ordinal).or_default().push(version);
     }
 
+    /// When an added record was created, in Unix milliseconds; none for generated ones.
+    pub(crate) fn created_ms(&self, ordinal: u64) -> Option<i64> {
+        if ordinal < self.base {
+            return None;
+        }
+        self.history.get(&ordinal).and_then(|h| h.first()).map(|v| v.at_ms)
+    }
+
     fn revision(&self, ordinal: u64) -> u32 {
         self.history.get(&ordinal).and_then(|h| h.last()).map_or(0, |v| v.revision)
     }

@@ -4,7 +4,7 @@
 //! Nothing is stored per generated record: the same key always yields the same record, so a
 //! sandbox with a hundred thousand events costs no more memory than one with ten.
 
-use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, UtcOffset};
+use time::{Date, OffsetDateTime, PrimitiveDateTime, UtcOffset};
 
 /// The instant generated data is arranged around: a Monday, midnight UTC. Events spread about
 /// a year either side of it; saved tracks and plays lie before it.
@@ -294,14 +294,6 @@ pub(crate) fn ymd(date: Date) -> String {
 /// `date` as `YYYYMMDD`.
 pub(crate) fn ymd_compact(date: Date) -> String {
     format!("{:04}{:02}{:02}", date.year(), u8::from(date.month()), date.day())
-}
-
-/// A calendar date from its parts, falling back to the anchor's for impossible ones.
-pub(crate) fn date(year: i32, month: u8, day: u8) -> Date {
-    Month::try_from(month)
-        .ok()
-        .and_then(|month| Date::from_calendar_date(year, month, day).ok())
-        .unwrap_or(ANCHOR.date())
 }
 
 /// The ASCII letters of `name`, lowercased, for an e-mail address; `user` when it has none.
