@@ -1,4 +1,5 @@
-//! The provider sandbox: a stand-in for Google's, Microsoft's and Spotify's OAuth endpoints.
+//! The provider sandbox: a stand-in for Google's, Microsoft's and Spotify's OAuth endpoints and
+//! data APIs.
 //!
 //! It follows what the providers document, so that a client passing against it works against
 //! them: authorization codes bound to the PKCE challenge (`S256` only), the redirect URI and
@@ -21,11 +22,27 @@
 //! `User.Read` at Microsoft). Tokens keep the account they were issued for, so a test can
 //! change who signs in ([`Sandbox::sign_in_as`]) and tell old grants from new ones.
 //!
+//! The data APIs serve one person's data per provider, generated from a seed
+//! ([`Population`]): Google Calendar (`BASE/google/api/calendar/v3/...`) and People
+//! (`BASE/google/people/v1/people/me/connections`), Graph's calendar view and contacts delta
+//! queries (`BASE/microsoft/api/me/...`), and Spotify's recently-played list, saved tracks and
+//! playlists (`BASE/spotify/api/me/...`). They page, issue sync tokens and delta links, list
+//! changes and tombstones after [`Sandbox::add`], [`Sandbox::change`] and [`Sandbox::delete`],
+//! signal a resync after [`Sandbox::invalidate_sync_tokens`], and misbehave as queued
+//! [`Fault`]s say. Each wants a bearer token the sandbox issued for its provider, with the
+//! dataset's scope. [`Sandbox::requests`] is the log of what was asked, [`Sandbox::truth`] the
+//! records a fully synced client should hold. The same controls are served as JSON under
+//! `BASE/_admin` for a process that is not the sandbox's; `docs/sandbox.md` describes them.
+//!
 //! [`Sandbox::start`] runs it inside a test's process; the `datapunk-sandbox` binary runs it on
-//! its own. The data APIs join it with the sync work.
+//! its own.
 
 // serde_json's `json!` recurses once per key; Graph's events and contacts have fifty.
 #![recursion_limit = "256"]
+#![allow(
+    clippy::result_large_err,
+    reason = "an endpoint's error is the HTTP response it sends, built once per request"
+)]
 
 mod account;
 mod data;

@@ -54,7 +54,7 @@ impl Provider {
         }
     }
 
-    fn from_path(name: &str) -> Option<Self> {
+    pub(crate) fn from_path(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|provider| provider.as_str() == name)
     }
 }

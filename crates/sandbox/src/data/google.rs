@@ -208,7 +208,7 @@ impl View<'_> {
         row.insert("kind".into(), json!("calendar#event"));
         row.insert("etag".into(), json!(etag(event)));
         row.insert("id".into(), json!(id));
-        let status = if event.flavour % 10 == 0 { "tentative" } else { "confirmed" };
+        let status = if event.flavour.is_multiple_of(10) { "tentative" } else { "confirmed" };
         row.insert("status".into(), json!(status));
         row.insert(
             "htmlLink".into(),
@@ -259,7 +259,7 @@ impl View<'_> {
             }));
             row.insert("attendees".into(), Value::Array(attendees));
         }
-        let reminders = if event.flavour % 3 == 0 {
+        let reminders = if event.flavour.is_multiple_of(3) {
             json!({ "useDefault": false, "overrides": [{ "method": "popup", "minutes": 10 }] })
         } else {
             json!({ "useDefault": true })

@@ -208,7 +208,7 @@ fn full(
         "subject": event.summary,
         "bodyPreview": body.chars().take(255).collect::<String>(),
         "importance": "normal",
-        "sensitivity": if event.flavour % 7 == 0 { "private" } else { "normal" },
+        "sensitivity": if event.flavour.is_multiple_of(7) { "private" } else { "normal" },
         "isAllDay": event.timing.all_day,
         "isCancelled": false,
         "isOrganizer": true,

@@ -13,22 +13,22 @@ use sha2::{Digest as _, Sha256};
 const REDIRECT_URI: &str = "http://127.0.0.1:49152/";
 const VERIFIER: &str = "sandbox-data-test-verifier-0123456789-abcdefghijkl";
 
-pub const CALENDAR: &str = "https://www.googleapis.com/auth/calendar.readonly";
-pub const CONTACTS: &str = "https://www.googleapis.com/auth/contacts.readonly";
+pub(crate) const CALENDAR: &str = "https://www.googleapis.com/auth/calendar.readonly";
+pub(crate) const CONTACTS: &str = "https://www.googleapis.com/auth/contacts.readonly";
 
 /// A sandbox with a small population.
-pub async fn sandbox(population: Population) -> Sandbox {
+pub(crate) async fn sandbox(population: Population) -> Sandbox {
     Sandbox::start_with(SocketAddr::from(([127, 0, 0, 1], 0)), population)
         .await
         .expect("start the sandbox")
 }
 
-pub fn small() -> Population {
+pub(crate) fn small() -> Population {
     Population { seed: 7, events: 60, contacts: 25, saved_tracks: 45, playlists: 7, plays: 30 }
 }
 
 /// A client that does not follow redirects.
-pub fn http() -> reqwest::Client {
+pub(crate) fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -36,7 +36,7 @@ pub fn http() -> reqwest::Client {
 }
 
 /// An access token for `scope` at `provider`, through authorization and code exchange.
-pub async fn access_token(sandbox: &Sandbox, provider: Provider, scope: &str) -> String {
+pub(crate) async fn access_token(sandbox: &Sandbox, provider: Provider, scope: &str) -> String {
     let client = sandbox.client(provider);
     let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(VERIFIER.as_bytes()));
     let query = [
@@ -77,7 +77,7 @@ pub async fn access_token(sandbox: &Sandbox, provider: Provider, scope: &str) ->
 
 /// GETs `url` with `query` and the bearer `token`, returning the status, and the body as
 /// JSON (`Value::Null` when it is not JSON).
-pub async fn get(url: &str, token: &str, query: &[(&str, &str)]) -> (u16, Value) {
+pub(crate) async fn get(url: &str, token: &str, query: &[(&str, &str)]) -> (u16, Value) {
     let answer = http().get(url).bearer_auth(token).query(query).send().await.expect("a request");
     let status = answer.status().as_u16();
     let text = answer.text().await.expect("a body");
