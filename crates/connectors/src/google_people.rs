@@ -22,9 +22,10 @@ use crate::{Columns, Cursor, Next, Options, Page, Record};
 
 const WHAT: &str = "contacts GET /v1/people/me/connections";
 
-/// The fields read: everything the contacts table seals, and `metadata` for deletions.
-const PERSON_FIELDS: &str =
-    "names,emailAddresses,phoneNumbers,addresses,birthdays,biographies,organizations,metadata";
+/// The fields read: everything the contacts table seals (the raw JSON keeps those without a
+/// field of their own), and `metadata` for deletions.
+const PERSON_FIELDS: &str = "names,nicknames,emailAddresses,phoneNumbers,addresses,birthdays,\
+                             biographies,organizations,memberships,urls,relations,metadata";
 
 /// The page of contacts that `cursor` calls for.
 pub(crate) async fn fetch<T: TokenSource>(
@@ -79,11 +80,26 @@ struct Person {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct PersonMetadata {
     #[serde(default)]
     deleted: bool,
+    /// Read only to be checked: a value People does not document means the answer is not
+    /// what this connector understands.
+    #[serde(default, rename = "objectType")]
+    _object_type: Option<ObjectType>,
     #[serde(default)]
     sources: Vec<Source>,
+}
+
+/// The kinds of person People documents.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+enum ObjectType {
+    #[serde(rename = "OBJECT_TYPE_UNSPECIFIED")]
+    Unspecified,
+    Person,
+    Page,
 }
 
 #[derive(Debug, Deserialize)]

@@ -20,7 +20,6 @@
 //! 400: the link came from Graph itself, so starting over would not make it parse.
 
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use time::{OffsetDateTime, PrimitiveDateTime};
@@ -114,7 +113,22 @@ struct DeltaPage {
 struct Head {
     id: String,
     #[serde(rename = "@removed")]
-    removed: Option<IgnoredAny>,
+    removed: Option<Removed>,
+}
+
+/// Why an item left the collection: deleted, or moved out of the window or folder. Either
+/// way it is gone from what is synced; a reason Graph does not document is not understood.
+#[derive(Debug, Deserialize)]
+struct Removed {
+    #[serde(rename = "reason")]
+    _reason: RemovedReason,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum RemovedReason {
+    Deleted,
+    Changed,
 }
 
 fn parse_page(

@@ -128,6 +128,9 @@ struct Play {
 
 #[derive(Debug, Deserialize)]
 struct TrackJson {
+    /// Checked only: `track`, or `episode` for a podcast episode.
+    #[serde(rename = "type", default)]
+    _kind: Option<TrackKind>,
     id: Option<String>,
     uri: Option<String>,
     name: String,
@@ -135,6 +138,13 @@ struct TrackJson {
     artists: Vec<Named>,
     album: Option<Named>,
     duration_ms: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum TrackKind {
+    Track,
+    Episode,
 }
 
 #[derive(Debug, Deserialize)]
@@ -207,6 +217,9 @@ struct Saved {
 
 #[derive(Debug, Deserialize)]
 struct Playlist {
+    /// Checked only: always `playlist`.
+    #[serde(rename = "type", default)]
+    _kind: Option<PlaylistKind>,
     id: String,
     name: String,
     description: Option<String>,
@@ -217,6 +230,12 @@ struct Playlist {
     snapshot_id: String,
     tracks: Option<Entries>,
     items: Option<Entries>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum PlaylistKind {
+    Playlist,
 }
 
 #[derive(Debug, Deserialize)]

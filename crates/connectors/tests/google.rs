@@ -252,7 +252,8 @@ async fn people_repeats_its_parameters_and_resyncs_on_an_expired_token() {
         assert_eq!(
             request.param("personFields").as_deref(),
             Some(
-                "names,emailAddresses,phoneNumbers,addresses,birthdays,biographies,organizations,metadata"
+                "names,nicknames,emailAddresses,phoneNumbers,addresses,birthdays,biographies,\
+                 organizations,memberships,urls,relations,metadata"
             )
         );
         assert_eq!(request.param("pageSize").as_deref(), Some("1000"));

@@ -309,12 +309,27 @@ impl Sandbox {
 
     /// The live records of `dataset` now, as its provider's full listing serves them: what a
     /// client that synced everything should hold. Google Calendar's come from all three
-    /// calendars, each record naming its calendar; Outlook's include the occurrences of each
+    /// calendars, each record naming its calendar, and include the cancelled occurrences of
+    /// live series (a full listing with `showDeleted=true` serves them); Outlook's include the occurrences of each
     /// series; plays are newest first.
     pub fn truth(&self, dataset: Dataset) -> Vec<Record> {
         self.with(|state| {
             let account = state.provider(dataset.provider()).account.clone();
             state.data.truth(dataset, &account, &state.base_url)
+        })
+    }
+
+    /// The Outlook events (and occurrences) a `calendarView` over `start..end` lists: what a
+    /// client whose delta lineage has that window should hold.
+    pub fn outlook_truth_in(
+        &self,
+        start: time::OffsetDateTime,
+        end: time::OffsetDateTime,
+    ) -> Vec<Record> {
+        let window = (start.unix_timestamp(), end.unix_timestamp());
+        self.with(|state| {
+            let account = state.provider(Provider::Microsoft).account.clone();
+            data::graph::event_truth_in(&state.data, &account, window)
         })
     }
 

@@ -143,6 +143,7 @@ impl Syncer {
         });
         let mut audited = event("sync", "sync.run", outcome, details);
         audited.integration = Some(name.to_owned());
+        audited.dataset = Some(dataset.to_owned());
         let message = if error.is_some() { "sync failed" } else { "dataset synced" };
         shared.record(&audited, message).await;
         if let Some(error) = &error {

@@ -527,12 +527,14 @@ fn max_results(request: &Request) -> Result<usize, Response> {
     }
 }
 
-/// Every live event of every calendar, as a full listing serves it.
+/// Every live event of every calendar, as a full listing with `showDeleted=true` serves it,
+/// less the tombstones of deleted events: the cancelled occurrences of live series stay, as a
+/// client keeps them for as long as their series lives.
 pub(super) fn truth(data: &Data, account: &Account) -> Vec<Record> {
     let infos = calendars(data, account);
     let mut records = Vec::new();
     for (calendar, info) in infos.iter().enumerate() {
-        let view = View { data, calendar, info, account, deleted: false, single_events: false };
+        let view = View { data, calendar, info, account, deleted: true, single_events: false };
         let (rows, _) = page(
             &data.calendars[calendar],
             None,
@@ -541,7 +543,9 @@ pub(super) fn truth(data: &Data, account: &Account) -> Vec<Record> {
             usize::MAX,
             |o, s| view.rows(o, s),
         );
-        records.extend(rows.into_iter().map(|json| Record {
+        let tombstone =
+            |json: &Value| json["status"] == "cancelled" && json.get("recurringEventId").is_none();
+        records.extend(rows.into_iter().filter(|json| !tombstone(json)).map(|json| Record {
             id: json["id"].as_str().unwrap_or_default().to_owned(),
             calendar: Some(info.id.clone()),
             json,

@@ -496,9 +496,15 @@ fn sync_state_not_found(request: &Request, query: Query, token: &Token) -> Respo
 
 /// Every live Outlook event with its occurrences, whatever the window.
 pub(super) fn event_truth(data: &Data, account: &Account) -> Vec<Record> {
+    event_truth_in(data, account, EVERYTHING)
+}
+
+/// Every live Outlook event with its occurrences that a `calendarView` of `window` (Unix
+/// seconds, start inclusive, end exclusive) lists.
+pub(crate) fn event_truth_in(data: &Data, account: &Account, window: (i64, i64)) -> Vec<Record> {
     let (rows, _) =
         page(&data.graph_events, None, data.seq, Position::default(), usize::MAX, |o, s| {
-            event_rows(data, account, o, s, EVERYTHING, false)
+            event_rows(data, account, o, s, window, false)
         });
     records(rows)
 }

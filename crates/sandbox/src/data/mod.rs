@@ -22,7 +22,7 @@
 pub(crate) mod admin;
 mod calendar;
 mod google;
-mod graph;
+pub(crate) mod graph;
 mod people;
 pub(crate) mod seed;
 mod spotify;
