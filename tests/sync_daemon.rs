@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use datapunk_sandbox::{Dataset as Provided, Fault, Population, Provider, Sandbox};
 use datapunk_store::datasets::{self, Dataset};
-use datapunk_testkit::SessionBus;
+use datapunk_testkit::{NotifySocket, SessionBus};
 use datapunk_tests::{Daemon, Setup};
 use datapunk_vault::field;
 use sandboxed::{connected, setup, vault};
@@ -36,19 +36,33 @@ async fn sandbox(population: Population) -> Sandbox {
 /// An installation wired to `sandbox`, all three providers connected with every dataset, and
 /// the daemon started and through its first sync of every dataset.
 async fn synced(sandbox: &Sandbox, extra: &str) -> (Setup, SessionBus, Daemon) {
+    synced_reporting(sandbox, extra, None).await
+}
+
+/// As [`synced`], the daemon reporting to `notify`.
+async fn synced_reporting(
+    sandbox: &Sandbox,
+    extra: &str,
+    notify: Option<&NotifySocket>,
+) -> (Setup, SessionBus, Daemon) {
     let config = format!("[sync]\ninterval_secs = 3600\n{extra}");
     let (setup, bus) = setup(sandbox, &config);
     connected(&setup, &bus, "google", "calendar,contacts").await;
     connected(&setup, &bus, "microsoft", "calendar,contacts").await;
     connected(&setup, &bus, "spotify", "recently-played,saved-tracks,playlists").await;
-    let daemon = start(&setup, &bus).await;
+    let daemon = start_reporting(&setup, &bus, notify).await;
     wait_for_syncs(&setup, ALL.len()).await;
     (setup, bus, daemon)
 }
 
 /// Starts the daemon and waits until it answers on its control socket.
 async fn start(setup: &Setup, bus: &SessionBus) -> Daemon {
-    let daemon = setup.spawn_daemon(None, &[("DBUS_SESSION_BUS_ADDRESS", bus.address())]);
+    start_reporting(setup, bus, None).await
+}
+
+/// As [`start`], reporting to `notify` as to systemd.
+async fn start_reporting(setup: &Setup, bus: &SessionBus, notify: Option<&NotifySocket>) -> Daemon {
+    let daemon = setup.spawn_daemon(notify, &[("DBUS_SESSION_BUS_ADDRESS", bus.address())]);
     let begin = Instant::now();
     while !setup.cli(&["status"]).status.success() {
         assert!(begin.elapsed() < Duration::from_secs(30), "datapunkd never answered");
@@ -168,7 +182,8 @@ async fn a_full_sync_equals_the_truth_and_a_second_one_writes_nothing_and_asks_o
         plays: 50,
     };
     let sandbox = sandbox(population).await;
-    let (setup, bus, daemon) = synced(&sandbox, "").await;
+    let notify = NotifySocket::new();
+    let (setup, bus, daemon) = synced_reporting(&sandbox, "", Some(&notify)).await;
 
     let first = wait_for_syncs(&setup, ALL.len()).await;
     for row in &first {
@@ -197,7 +212,13 @@ async fn a_full_sync_equals_the_truth_and_a_second_one_writes_nothing_and_asks_o
     assert_eq!(count("/me/tracks"), 2000 / 50, "saved tracks page through, 50 at a time");
     assert_eq!(count("/me/playlists"), 1);
 
-    // The status line counts them.
+    // `systemctl status` sums it up, and `datapunk status` counts the records.
+    notify.wait_for(
+        |messages| {
+            messages.iter().any(|m| m.contains("3 integrations, 7 datasets, last sync just now"))
+        },
+        Duration::from_secs(10),
+    );
     let status = setup.cli_ok(&["status"]);
     assert!(status.contains("saved-tracks"), "{status}");
     assert!(status.contains("2000 records"), "{status}");
@@ -391,4 +412,108 @@ async fn killed_at_random_points_of_a_full_sync_and_a_resync_it_converges_to_the
         daemon.stop();
     }
     assert_eq!(kills, 10);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn planted_markers_reach_no_table_file_no_wal_and_no_server_log() {
+    use datapunk_testkit::Cluster;
+    use datapunk_tests::files_containing;
+
+    // A server that logs every statement with its parameters in full.
+    let cluster = Cluster::start_with(&[
+        ("log_statement", "all"),
+        ("log_min_duration_statement", "0"),
+        ("log_parameter_max_length", "-1"),
+    ]);
+    let db = cluster.unique_db_name("markers");
+    let setup = Setup::external_with(&db, &cluster.conninfo("datapunk_app", &db), "");
+    let admin_url = cluster.conninfo("postgres", "postgres");
+    let init = setup.cli(&["db", "init", "--admin-url", &admin_url]);
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    let sandbox = sandbox(Population::default()).await;
+    let (setup, bus) = sandboxed::setup_on(setup, &sandbox, "[sync]\ninterval_secs = 3600\n");
+    connected(&setup, &bus, "google", "calendar,contacts").await;
+    connected(&setup, &bus, "microsoft", "calendar,contacts").await;
+    let daemon = start(&setup, &bus).await;
+    wait_for_syncs(&setup, 4).await;
+
+    // Markers in event titles and descriptions, contact e-mail addresses and phone numbers.
+    let tag: u64 = rand::random();
+    let mut markers = Vec::new();
+    for (provided, name, dataset) in &ALL[..4] {
+        let marker = format!("DPMARK{tag:016x}{}", markers.len());
+        let id = mutable(&sandbox, *provided)[0].clone();
+        sandbox.plant(*provided, &id, &marker).expect("plant a marker");
+        markers.push((marker, *name, *dataset));
+    }
+    for run in sync(&setup, &[]) {
+        assert_eq!(run["outcome"], "success", "{run}");
+    }
+
+    let admin = cluster.admin_client(&db).await;
+    for (marker, name, dataset) in &markers {
+        // The control: the daemon stored the marker, sealed.
+        let key = vault(&bus).data_key(name).await.expect("the keyring").expect("a key");
+        let rows = datasets::sealed_records(&admin, name, *dataset).await.expect("the rows");
+        let holding = rows
+            .iter()
+            .map(|row| field::decrypt_fields(&key, &row.sealed).expect("decrypt"))
+            .filter(|fields| fields.values().any(|text| text.contains(marker.as_str())))
+            .count();
+        assert_eq!(holding, 1, "{name}/{}: the marker is stored, sealed", dataset.name());
+    }
+    // A marker written in clear must be found by the same search, once it is on disk.
+    let control = format!("DPCONTROL{tag:016x}");
+    admin
+        .batch_execute(&format!(
+            "CREATE TABLE control (value text); INSERT INTO control VALUES ('{control}');"
+        ))
+        .await
+        .expect("the control table");
+    admin.batch_execute("CHECKPOINT").await.expect("flush everything to the files");
+    daemon.stop();
+
+    let data = cluster.data_dir();
+    assert!(!files_containing(data, control.as_bytes()).is_empty(), "the search finds clear text");
+    let log = cluster.log();
+    assert!(log.contains("statement:") || log.contains("execute"), "the server logged statements");
+    for (marker, name, dataset) in &markers {
+        let files = files_containing(data, marker.as_bytes());
+        assert!(files.is_empty(), "{name}/{}: the marker is in {files:?}", dataset.name());
+        assert!(
+            !log.contains(marker.as_str()),
+            "{name}/{}: the marker is in the log",
+            dataset.name()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_graph_delta_token_is_refused_not_taken_for_an_expired_one() {
+    let sandbox = sandbox(Population::default()).await;
+    let (setup, bus, daemon) = synced(&sandbox, "").await;
+    let before = stored(&setup, &bus, "microsoft", Dataset::Contacts).await;
+
+    // The stored delta link with its token mangled, as a damaged link would be.
+    let admin = setup.admin().await;
+    let changed = admin
+        .execute(
+            "UPDATE datapunk.sync_streams
+             SET cursor_text = regexp_replace(cursor_text, '(deltatoken=)[^&]*', '\\1garbled')
+             WHERE integration = 'microsoft' AND dataset = 'contacts'",
+            &[],
+        )
+        .await
+        .expect("mangle the delta link");
+    assert_eq!(changed, 1);
+    let runs = sync(&setup, &["microsoft", "--dataset", "contacts"]);
+    assert_eq!(runs[0]["outcome"], "failure", "{runs:?}");
+    let error = runs[0]["error"].as_str().expect("an error");
+    assert!(error.contains("400"), "{error}");
+    let audit =
+        setup.cli_ok(&["audit", "--action", "sync.run", "--integration", "microsoft", "--json"]);
+    let last: Value = serde_json::from_str(audit.lines().last().expect("a row")).expect("JSON");
+    assert_eq!(last["details"]["resyncs"], 0, "no full resync: {last}");
+    assert_eq!(stored(&setup, &bus, "microsoft", Dataset::Contacts).await, before);
+    daemon.stop();
 }

@@ -8,13 +8,12 @@
 //! passing it.
 
 use std::collections::hash_map::RandomState;
-use std::fs;
 use std::hash::BuildHasher;
-use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use datapunk_testkit::Cluster;
+use datapunk_tests::files_containing;
 use datapunk_vault::field;
 use datapunk_vault::key::{DataKey, KeyPurpose};
 use tokio_postgres::Client;
@@ -47,34 +46,6 @@ fn found<'a>(haystack: &[u8], needles: &'a [(String, Vec<u8>)]) -> Vec<&'a str> 
         .filter(|(_, needle)| memchr::memmem::find(haystack, needle).is_some())
         .map(|(name, _)| name.as_str())
         .collect()
-}
-
-/// Every file under `dir` whose content holds `needle`.
-fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
-    let mut hits = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let entries =
-            fs::read_dir(&dir).unwrap_or_else(|err| panic!("cannot list {}: {err}", dir.display()));
-        for entry in entries {
-            let path = entry.expect("a directory entry").path();
-            let kind = fs::symlink_metadata(&path).map(|meta| meta.file_type());
-            match kind {
-                Ok(kind) if kind.is_dir() => pending.push(path),
-                Ok(kind) if kind.is_file() => match fs::read(&path) {
-                    Ok(content) if memchr::memmem::find(&content, needle).is_some() => {
-                        hits.push(path);
-                    }
-                    Ok(_) => {}
-                    // The server removes temporary files as it likes.
-                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(err) => panic!("cannot read {}: {err}", path.display()),
-                },
-                _ => {}
-            }
-        }
-    }
-    hits
 }
 
 async fn texts(client: &Client, sql: &str) -> Vec<u8> {

@@ -19,6 +19,11 @@ pub(crate) fn vault(bus: &SessionBus) -> Vault {
 pub(crate) fn setup(sandbox: &Sandbox, extra: &str) -> (Setup, SessionBus) {
     let setup = Setup::external();
     assert!(setup.init().status.success());
+    setup_on(setup, sandbox, extra)
+}
+
+/// As [`setup`], for an installation whose database is already set up.
+pub(crate) fn setup_on(setup: Setup, sandbox: &Sandbox, extra: &str) -> (Setup, SessionBus) {
     let scratch = tempfile::tempdir().expect("a directory");
     let written = scratch.path().join("providers.toml");
     sandbox.write_config(&written).expect("the sandbox's configuration");

@@ -300,3 +300,31 @@ pub fn loose_modes(root: &Path) -> Vec<(PathBuf, u32)> {
     }
     loose
 }
+
+/// Every file under `dir` whose content holds `needle`.
+pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let entries =
+            fs::read_dir(&dir).unwrap_or_else(|err| panic!("cannot list {}: {err}", dir.display()));
+        for entry in entries {
+            let path = entry.expect("a directory entry").path();
+            let kind = fs::symlink_metadata(&path).map(|meta| meta.file_type());
+            match kind {
+                Ok(kind) if kind.is_dir() => pending.push(path),
+                Ok(kind) if kind.is_file() => match fs::read(&path) {
+                    Ok(content) if memchr::memmem::find(&content, needle).is_some() => {
+                        hits.push(path);
+                    }
+                    Ok(_) => {}
+                    // The server removes temporary files as it likes.
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(err) => panic!("cannot read {}: {err}", path.display()),
+                },
+                _ => {}
+            }
+        }
+    }
+    hits
+}

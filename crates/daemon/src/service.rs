@@ -154,6 +154,12 @@ impl Shared {
         Some(previous)
     }
 
+    /// Whether the vault was last seen ready: syncing waits for it, rather than failing once
+    /// per dataset while the keyring is locked.
+    pub(crate) async fn vault_ready(&self) -> bool {
+        matches!(&*self.vault_state.lock().await, Some((VaultState::Ready, _)))
+    }
+
     /// What syncs, once the daemon is running.
     pub(crate) fn syncer(&self) -> Option<&Arc<crate::sync::Syncer>> {
         self.syncer.get()

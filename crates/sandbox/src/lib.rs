@@ -315,8 +315,21 @@ impl Sandbox {
     pub fn truth(&self, dataset: Dataset) -> Vec<Record> {
         self.with(|state| {
             let account = state.provider(dataset.provider()).account.clone();
-            state.data.truth(dataset, &account, &state.base_url)
+            let mut records = state.data.truth(dataset, &account, &state.base_url);
+            planted(&state.data, dataset, &mut records);
+            records
         })
+    }
+
+    /// Changes the record `id` of `dataset` so that its personal fields hold `marker`: an
+    /// event's title and description, or a contact's first e-mail address and phone number.
+    /// For the calendars and contacts of Google and Outlook, to show where such text goes.
+    ///
+    /// # Errors
+    ///
+    /// As [`Sandbox::change`]; Spotify's datasets are refused.
+    pub fn plant(&self, dataset: Dataset, id: &str, marker: &str) -> Result<(), MutateError> {
+        self.with(|state| state.data.plant(dataset, id, marker))
     }
 
     /// The Outlook events (and occurrences) a `calendarView` over `start..end` lists: what a
@@ -329,7 +342,9 @@ impl Sandbox {
         let window = (start.unix_timestamp(), end.unix_timestamp());
         self.with(|state| {
             let account = state.provider(Provider::Microsoft).account.clone();
-            data::graph::event_truth_in(&state.data, &account, window)
+            let mut records = data::graph::event_truth_in(&state.data, &account, window);
+            planted(&state.data, Dataset::MicrosoftCalendar, &mut records);
+            records
         })
     }
 
@@ -343,6 +358,15 @@ impl Sandbox {
 
     fn with<T>(&self, f: impl FnOnce(&mut oauth::State) -> T) -> T {
         f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// Writes the texts planted in `dataset` into `records`.
+fn planted(data: &data::Data, dataset: Dataset, records: &mut [Record]) {
+    let mut jsons: Vec<serde_json::Value> = records.iter().map(|r| r.json.clone()).collect();
+    data.apply_plants(dataset, &mut jsons);
+    for (record, json) in records.iter_mut().zip(jsons) {
+        record.json = json;
     }
 }
 

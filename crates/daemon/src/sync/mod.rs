@@ -8,7 +8,8 @@
 //! gone grant is noticed.
 //!
 //! An integration in `needs_reauth`, `revoked` or `paused` is left alone: no token request
-//! and no API call until the person acts. A dataset whose provider is unavailable (429, 5xx,
+//! and no API call until the person acts; nothing runs on schedule while the vault is locked
+//! or unreachable. A dataset whose provider is unavailable (429, 5xx,
 //! no answer) is tried again after a backoff that starts at [`RETRY_FIRST`], doubles, honours
 //! the provider's `Retry-After`, and never exceeds the interval. One dataset syncs at a time.
 //!
@@ -309,7 +310,10 @@ pub(crate) async fn run(shared: Arc<Shared>, syncer: Arc<Syncer>, mut stop: watc
             all.iter().any(|i| &i.name == name && i.datasets.iter().any(|d| &d.name == set))
         });
         let mut worked = false;
-        for integration in all.iter().filter(|i| RUNNABLE.contains(&i.state)) {
+        // A locked or unreachable vault holds the tokens and keys: nothing can run until it is
+        // back, which the vault watcher reports and audits.
+        let runnable = if shared.vault_ready().await { all.as_slice() } else { &[] };
+        for integration in runnable.iter().filter(|i| RUNNABLE.contains(&i.state)) {
             let sets: Vec<&str> = integration
                 .datasets
                 .iter()

@@ -461,6 +461,8 @@ pub(crate) struct Data {
     lineages: HashMap<Dataset, Lineage>,
     faults: HashMap<Provider, VecDeque<Fault>>,
     pub(crate) log: Vec<LoggedRequest>,
+    /// Texts planted into records ([`Data::plant`]), by dataset and id.
+    plants: HashMap<(Dataset, String), String>,
     started: Instant,
     /// The key binding tokens to this sandbox.
     salt: [u8; 16],
@@ -498,6 +500,7 @@ impl Data {
             lineages: HashMap::new(),
             faults: HashMap::new(),
             log: Vec::new(),
+            plants: HashMap::new(),
             started: Instant::now(),
             salt,
             population,
@@ -588,6 +591,73 @@ impl Data {
     }
 
     /// Changes (`delete` false) or deletes a live record.
+    /// Changes the record `id` of `dataset` so that its personal fields hold `marker`: an
+    /// event's title and description, a contact's first e-mail address and phone number.
+    pub(crate) fn plant(
+        &mut self,
+        dataset: Dataset,
+        id: &str,
+        marker: &str,
+    ) -> Result<(), MutateError> {
+        if !matches!(
+            dataset,
+            Dataset::GoogleCalendar
+                | Dataset::GoogleContacts
+                | Dataset::MicrosoftCalendar
+                | Dataset::MicrosoftContacts
+        ) {
+            return Err(MutateError::Unsupported { dataset, what: "planted" });
+        }
+        self.mutate(dataset, id, false)?;
+        self.plants.insert((dataset, id.to_owned()), marker.to_owned());
+        Ok(())
+    }
+
+    /// Writes the planted texts into the records of a page or listing.
+    pub(crate) fn apply_plants(&self, dataset: Dataset, records: &mut [Value]) {
+        if self.plants.is_empty() {
+            return;
+        }
+        for record in records {
+            let id = record
+                .get("id")
+                .or_else(|| record.get("resourceName"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let Some(marker) = self.plants.get(&(dataset, id)) else { continue };
+            let mut set = |pointer: &str, text: String| {
+                if let Some(value) = record.pointer_mut(pointer) {
+                    *value = Value::String(text);
+                } else if let (Some(key), Some(object)) =
+                    (pointer.strip_prefix('/'), record.as_object_mut())
+                    && !key.contains('/')
+                {
+                    object.insert(key.to_owned(), Value::String(text));
+                }
+            };
+            match dataset {
+                Dataset::GoogleCalendar => {
+                    set("/summary", format!("{marker} title"));
+                    set("/description", format!("{marker} description"));
+                }
+                Dataset::MicrosoftCalendar => {
+                    set("/subject", format!("{marker} title"));
+                    set("/body/content", format!("{marker} description"));
+                }
+                Dataset::GoogleContacts => {
+                    set("/emailAddresses/0/value", format!("{marker}@example.org"));
+                    set("/phoneNumbers/0/value", format!("+1 {marker}"));
+                }
+                Dataset::MicrosoftContacts => {
+                    set("/emailAddresses/0/address", format!("{marker}@example.org"));
+                    set("/mobilePhone", format!("+1 {marker}"));
+                }
+                _ => {}
+            }
+        }
+    }
+
     pub(crate) fn mutate(
         &mut self,
         dataset: Dataset,
@@ -852,7 +922,21 @@ async fn serve(
         path,
         empty_page: fault == Some(Fault::EmptyPage),
     };
-    let answer = endpoint.answer(&mut lock(&shared).data, &request);
+    let answer = {
+        let mut state = lock(&shared);
+        let mut answer = endpoint.answer(&mut state.data, &request);
+        if let Ok((body, _)) = &mut answer {
+            let list = match dataset {
+                Dataset::GoogleCalendar => "items",
+                Dataset::GoogleContacts => "connections",
+                _ => "value",
+            };
+            if let Some(Value::Array(records)) = body.get_mut(list) {
+                state.data.apply_plants(dataset, records);
+            }
+        }
+        answer
+    };
     let (mut body, extra) = match answer {
         Ok(answer) => answer,
         Err(response) => return response,
