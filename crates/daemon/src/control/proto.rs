@@ -203,8 +203,6 @@ pub struct SyncRun {
     pub deleted: u64,
     /// Pages read.
     pub pages: u64,
-    /// Requests made to the provider.
-    pub requests: u64,
     /// Milliseconds it took.
     pub elapsed_ms: u64,
     /// Why it failed or was skipped.
@@ -270,5 +268,90 @@ fn ago(at: Option<&str>) -> String {
         60..3600 => format!("{} min ago", secs / 60),
         3600..86_400 => format!("{} h ago", secs / 3600),
         _ => format!("{} days ago", secs / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dataset(name: &str, last: Option<&str>, outcome: Option<&str>) -> DatasetStatus {
+        DatasetStatus {
+            name: name.to_owned(),
+            consented: true,
+            granted: true,
+            records: 10,
+            last_sync_at: last.map(str::to_owned),
+            outcome: outcome.map(str::to_owned),
+            added: 0,
+            updated: 0,
+            deleted: 0,
+            error: None,
+        }
+    }
+
+    fn status(integrations: Vec<IntegrationStatus>) -> Status {
+        Status {
+            version: "0".to_owned(),
+            pid: 1,
+            state: State::Running,
+            started_at: String::new(),
+            uptime_secs: 0,
+            database: DatabaseStatus {
+                mode: "managed".to_owned(),
+                name: "datapunk".to_owned(),
+                reachable: true,
+                server_version: None,
+            },
+            audit: AuditStatus { recorded_since_start: 0, head_id: None },
+            vault: VaultStatus {
+                backend: "secret-service".to_owned(),
+                noun: "keyring".to_owned(),
+                state: "ready".to_owned(),
+                reason: None,
+                since: None,
+            },
+            integrations,
+        }
+    }
+
+    #[test]
+    fn the_summary_counts_datasets_failures_and_the_last_sync() {
+        let an_hour_ago = (time::OffsetDateTime::now_utc() - time::Duration::minutes(61))
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("a time");
+        let mut not_granted = dataset("contacts", None, None);
+        not_granted.granted = false;
+        let summary = status(vec![
+            IntegrationStatus {
+                name: "google".to_owned(),
+                state: "active".to_owned(),
+                datasets: vec![
+                    dataset("calendar", Some(&an_hour_ago), Some("success")),
+                    not_granted,
+                ],
+            },
+            IntegrationStatus {
+                name: "spotify".to_owned(),
+                state: "needs_reauth".to_owned(),
+                datasets: vec![dataset("playlists", Some("2020-01-01T00:00:00Z"), Some("failure"))],
+            },
+        ])
+        .summary();
+        assert!(
+            summary.ends_with(
+                "2 integrations, 1 not active, 2 datasets, last sync 1 h ago, 1 failing"
+            ),
+            "{summary}"
+        );
+        let none = status(Vec::new()).summary();
+        assert!(none.ends_with("keyring ready; 0 integrations"), "{none}");
+        let never = status(vec![IntegrationStatus {
+            name: "google".to_owned(),
+            state: "active".to_owned(),
+            datasets: vec![dataset("calendar", None, None)],
+        }])
+        .summary();
+        assert!(never.ends_with("1 integration, 1 dataset, last sync never"), "{never}");
     }
 }

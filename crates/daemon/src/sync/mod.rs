@@ -169,7 +169,6 @@ impl Syncer {
             updated: report.updated,
             deleted: report.deleted,
             pages: report.pages,
-            requests: report.pages + report.resyncs,
             elapsed_ms,
             error,
         };
@@ -231,12 +230,13 @@ impl Syncer {
             .await
             .map_err(|error| (partial.clone(), error.to_string(), error.retry()))
     }
+}
 
-    /// Whether `error` is worth retrying soon, and after how long.
-    fn retry_wait(&self, failures: u32, asked: Option<Duration>) -> Duration {
-        let doubled = RETRY_FIRST.saturating_mul(1 << failures.saturating_sub(1).min(16));
-        doubled.max(asked.unwrap_or(Duration::ZERO)).min(self.interval)
-    }
+/// The wait after `failures` failures in a row: from [`RETRY_FIRST`], doubling, at least what
+/// the provider `asked`, at most the `interval`.
+fn retry_wait(failures: u32, asked: Option<Duration>, interval: Duration) -> Duration {
+    let doubled = RETRY_FIRST.saturating_mul(1 << failures.saturating_sub(1).min(16));
+    doubled.max(asked.unwrap_or(Duration::ZERO)).min(interval)
 }
 
 /// A failed sync: what it did before failing, the failure in words (never a value), and for a
@@ -252,7 +252,6 @@ fn skipped(integration: &Integration, dataset: &str, reason: String) -> SyncRun 
         updated: 0,
         deleted: 0,
         pages: 0,
-        requests: 0,
         elapsed_ms: 0,
         error: Some(reason),
     }
@@ -352,7 +351,7 @@ pub(crate) async fn run(shared: Arc<Shared>, syncer: Arc<Syncer>, mut stop: watc
                     }
                     Err((error, Some(asked))) => {
                         entry.failures = entry.failures.saturating_add(1);
-                        let wait = syncer.retry_wait(entry.failures, asked);
+                        let wait = retry_wait(entry.failures, asked, syncer.interval);
                         tracing::debug!(
                             integration = integration.name.as_str(),
                             dataset = set,
@@ -421,6 +420,16 @@ async fn check_account(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_double_honour_retry_after_and_stay_within_the_interval() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(retry_wait(1, None, hour), Duration::from_secs(30));
+        assert_eq!(retry_wait(3, None, hour), Duration::from_secs(120));
+        assert_eq!(retry_wait(40, None, hour), hour);
+        assert_eq!(retry_wait(1, Some(Duration::from_secs(600)), hour), Duration::from_secs(600));
+        assert_eq!(retry_wait(1, Some(2 * hour), hour), hour);
+    }
 
     #[test]
     fn jitter_stays_within_a_tenth_of_the_interval() {
