@@ -272,6 +272,17 @@ async fn changes_arrive_incrementally_and_expired_sync_tokens_resync_without_dup
         .sum();
     // One per dropped token: Google Calendar keeps one per calendar, of which there are three.
     assert_eq!(resyncs, 3 + 1 + 1 + 1, "one resync per dropped token: {audit}");
+
+    // Asked to, it reads everything again; records gone meanwhile go, nothing doubles.
+    let id = mutable(&sandbox, Provided::MicrosoftContacts)[4].clone();
+    sandbox.delete(Provided::MicrosoftContacts, &id).expect("delete a record");
+    let runs = sync(&setup, &["microsoft", "--dataset", "contacts", "--full"]);
+    assert_eq!(runs[0]["outcome"], "success", "{runs:?}");
+    assert_eq!(runs[0]["deleted"], 1, "{runs:?}");
+    assert_eq!(
+        stored(&setup, &bus, "microsoft", Dataset::Contacts).await,
+        truth(&sandbox, Provided::MicrosoftContacts)
+    );
     daemon.stop();
 }
 
@@ -352,6 +363,69 @@ async fn datasets_not_consented_or_not_granted_are_never_requested() {
             "{forbidden} was requested: {requests:?}"
         );
     }
+
+    // Disconnecting without --keep-data removes what was synced; the other account keeps its.
+    let count = |name: &'static str| {
+        let setup = &setup;
+        async move {
+            let admin = setup.admin().await;
+            let row = admin
+                .query_one(
+                    "SELECT (SELECT count(*) FROM datapunk.calendar_events WHERE integration = $1)
+                          + (SELECT count(*) FROM datapunk.plays WHERE integration = $1)",
+                    &[&name],
+                )
+                .await
+                .expect("count the rows");
+            row.get::<_, i64>(0)
+        }
+    };
+    assert!(count("google").await > 0 && count("spotify").await > 0);
+    let output = setup
+        .command("datapunk")
+        .args(["disconnect", "google", "--yes"])
+        .env("DBUS_SESSION_BUS_ADDRESS", bus.address())
+        .output()
+        .expect("run datapunk disconnect");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(count("google").await, 0, "the synced rows went with the integration");
+    assert!(count("spotify").await > 0);
+    daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nothing_syncs_while_the_keyring_is_locked_and_syncing_resumes_after_unlocking() {
+    let sandbox = sandbox(Population::default()).await;
+    let (setup, bus) = setup(&sandbox, "[sync]\ninterval_secs = 1\n");
+    connected(&setup, &bus, "spotify", "playlists").await;
+    let daemon = start(&setup, &bus).await;
+    wait_for_syncs(&setup, 2).await;
+
+    bus.lock_collection();
+    let begin = Instant::now();
+    loop {
+        let status: Value =
+            serde_json::from_str(&setup.cli_ok(&["status", "--json"])).expect("the status");
+        if status["vault"]["state"] == "locked" {
+            break;
+        }
+        assert!(begin.elapsed() < Duration::from_secs(20), "the lock was never noticed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let before = setup.cli_ok(&["audit", "--action", "sync.run", "--json"]).lines().count();
+    sandbox.clear_requests();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(sandbox.requests().is_empty(), "{:?}", sandbox.requests());
+    let after = setup.cli_ok(&["audit", "--action", "sync.run", "--json"]).lines().count();
+    assert_eq!(after, before, "no sync ran, and none failed, while the keyring was locked");
+    let refused = setup.cli(&["sync"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("keyring is locked"), "{stderr}");
+
+    bus.unlock();
+    wait_for_syncs(&setup, after + 1).await;
+    assert!(!sandbox.requests().is_empty(), "syncing resumed");
     daemon.stop();
 }
 

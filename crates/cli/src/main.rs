@@ -1,8 +1,9 @@
 //! `datapunk`: the command line in front of `datapunkd` and the Datapunk database.
 //!
-//! `status` asks the running daemon over its control socket. `config` validates and explains
-//! the configuration file. `db` sets up and inspects the database and its roles. `audit`
-//! lists and verifies the audit trail. `keys` manages the per-integration data keys.
+//! `status` and `sync` ask the running daemon over its control socket. `config` validates and
+//! explains the configuration file. `db` sets up and inspects the database and its roles.
+//! `audit` lists and verifies the audit trail. `keys` manages the per-integration data keys.
+//! `connect`, `check`, `integrations` and `disconnect` manage the connected accounts.
 
 mod cmd;
 

@@ -44,6 +44,23 @@ pub struct Config {
     pub sync: SyncSettings,
     /// The OAuth clients, by provider name (`google`, `microsoft`, `spotify`).
     pub providers: std::collections::BTreeMap<String, ProviderSettings>,
+    /// Encrypted database backups.
+    pub backup: BackupSettings,
+}
+
+/// The `[backup]` table: where `datapunk backup` writes and to whom it encrypts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupSettings {
+    /// The full fingerprints (40 or 64 hexadecimal digits, upper case) of the OpenPGP keys a
+    /// backup is encrypted to. Public keys only: making a backup needs no secret.
+    pub recipients: Vec<String>,
+    /// The second choice, when no recipient is set: a file holding a passphrase for
+    /// symmetric encryption.
+    pub passphrase_file: Option<PathBuf>,
+    /// Where backups are written. Default `$XDG_STATE_HOME/datapunk/backups`.
+    pub dir: PathBuf,
+    /// GnuPG's home directory. `None`: `$GNUPGHOME`, else gpg's default.
+    pub gnupg_home: Option<PathBuf>,
 }
 
 /// A `[providers.NAME]` table: the OAuth client registered with a provider, and endpoints that
@@ -72,8 +89,8 @@ pub struct ProviderSettings {
 /// The `[sync]` table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SyncSettings {
-    /// How often each integration is synced (its tokens refreshed when due, its account
-    /// checked). Default 15 minutes.
+    /// How often each consented and granted dataset is synced (give or take a tenth), and an
+    /// integration without one has its token and account checked. Default 15 minutes.
     pub interval: Duration,
 }
 
@@ -362,7 +379,25 @@ impl Config {
     pub fn parse(text: &str, path: &Path, env: &Environment) -> Result<Self, ConfigError> {
         raw::parse(text, path, env)
     }
+
+    /// What is valid but probably not what the person wants, in sentences.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.providers.contains_key("spotify") && self.sync.interval > SPOTIFY_PLAYS_SPAN {
+            warnings.push(format!(
+                "sync.interval_secs is {}: Spotify lists only the last 50 plays (about two and a \
+                 half hours of listening), so plays may be lost between syncs; {} or less keeps \
+                 them all",
+                self.sync.interval.as_secs(),
+                SPOTIFY_PLAYS_SPAN.as_secs()
+            ));
+        }
+        warnings
+    }
 }
+
+/// The longest sync interval that cannot lose Spotify plays: 50 plays of three minutes.
+const SPOTIFY_PLAYS_SPAN: Duration = Duration::from_secs(2 * 3600);
 
 /// Appends `parts` to a path held as an `OsString`; a small helper for defaults.
 fn join(base: PathBuf, parts: &[&str]) -> PathBuf {

@@ -9,9 +9,9 @@ use toml::Spanned;
 
 use crate::error::sanitize;
 use crate::{
-    Config, ConfigError, Daemon, Database, DatabaseMode, Environment, Location, Log,
-    MASTER_KEY_CREDENTIAL, ProviderSettings, SecretRef, SecretSource, SyncSettings, Tls, Vault,
-    VaultBackend, join,
+    BackupSettings, Config, ConfigError, Daemon, Database, DatabaseMode, Environment, Location,
+    Log, MASTER_KEY_CREDENTIAL, ProviderSettings, SecretRef, SecretSource, SyncSettings, Tls,
+    Vault, VaultBackend, join,
 };
 
 const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
@@ -29,6 +29,16 @@ struct RawConfig {
     vault: RawVault,
     sync: RawSync,
     providers: std::collections::BTreeMap<String, RawProvider>,
+    backup: RawBackup,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawBackup {
+    recipients: Option<Spanned<Vec<Spanned<String>>>>,
+    passphrase_file: Option<Spanned<PathBuf>>,
+    dir: Option<Spanned<PathBuf>>,
+    gnupg_home: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -178,7 +188,18 @@ pub(crate) fn parse(text: &str, path: &Path, env: &Environment) -> Result<Config
         providers.insert(name.clone(), self::provider(&src, name, provider)?);
     }
 
-    Ok(Config { source: Some(path.to_path_buf()), daemon, log, database, vault, sync, providers })
+    let backup = backup(&src, &raw.backup, env)?;
+
+    Ok(Config {
+        source: Some(path.to_path_buf()),
+        daemon,
+        log,
+        database,
+        vault,
+        sync,
+        providers,
+        backup,
+    })
 }
 
 fn deserialize(src: &Source<'_>) -> Result<RawConfig, ConfigError> {
@@ -420,6 +441,47 @@ fn sync(src: &Source<'_>, raw: &RawSync) -> Result<SyncSettings, ConfigError> {
         }
     };
     Ok(SyncSettings { interval })
+}
+
+fn backup(
+    src: &Source<'_>,
+    raw: &RawBackup,
+    env: &Environment,
+) -> Result<BackupSettings, ConfigError> {
+    let mut recipients = Vec::new();
+    for recipient in raw.recipients.iter().flat_map(|list| list.get_ref()) {
+        let digits: String = recipient.get_ref().chars().filter(|c| *c != ' ').collect();
+        let digits = digits.strip_prefix("0x").unwrap_or(&digits).to_ascii_uppercase();
+        if !matches!(digits.len(), 40 | 64) || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let problem = "must be the full fingerprint of an OpenPGP key (40 or 64 hexadecimal \
+                           digits, as `gpg --list-keys --with-colons` prints after `fpr`)";
+            return Err(src.at(recipient, "backup.recipients", problem));
+        }
+        if !recipients.contains(&digits) {
+            recipients.push(digits);
+        }
+    }
+    let passphrase_file = match &raw.passphrase_file {
+        Some(file) if !recipients.is_empty() => {
+            let problem = "set either `backup.recipients` or this, not both: a backup \
+                           encrypted to a public key needs no passphrase";
+            return Err(src.at(file, "backup.passphrase_file", problem));
+        }
+        Some(file) => Some(src.resolve(file, "backup.passphrase_file")?),
+        None => None,
+    };
+    let dir = match &raw.dir {
+        Some(dir) => src.resolve(dir, "backup.dir")?,
+        None => join(
+            default_dir(src, env, &env.xdg_state_home, ".local/state", "backup.dir")?,
+            &["backups"],
+        ),
+    };
+    let gnupg_home = match &raw.gnupg_home {
+        Some(dir) => Some(src.resolve(dir, "backup.gnupg_home")?),
+        None => None,
+    };
+    Ok(BackupSettings { recipients, passphrase_file, dir, gnupg_home })
 }
 
 /// The providers Datapunk knows; `[providers.NAME]` must name one.

@@ -287,3 +287,56 @@ fn provider_tables_refuse_unknown_providers_plain_http_and_missing_client_ids() 
     let google = config.providers.get("google").expect("the google table");
     assert_eq!(google.people_api_base.as_deref(), Some("https://people.example"));
 }
+
+#[test]
+fn an_interval_that_can_lose_spotify_plays_is_warned_about() {
+    let spotify = "[providers.spotify]\nclient_id = \"s-id\"\n";
+    let quick = parse(&format!("[sync]\ninterval_secs = 900\n{spotify}")).expect("valid");
+    assert!(quick.warnings().is_empty(), "{:?}", quick.warnings());
+    let slow = parse(&format!("[sync]\ninterval_secs = 10800\n{spotify}")).expect("valid");
+    let warnings = slow.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("50 plays"), "{warnings:?}");
+    let without = parse("[sync]\ninterval_secs = 10800\n").expect("valid");
+    assert!(without.warnings().is_empty(), "no Spotify, nothing to lose");
+}
+
+#[test]
+fn the_backup_table_names_recipients_by_fingerprint_and_defaults_its_directory() {
+    let defaults = parse("").expect("valid");
+    assert_eq!(defaults.backup.dir, PathBuf::from("/home/alice/.local/state/datapunk/backups"));
+    assert!(defaults.backup.recipients.is_empty());
+    assert_eq!(defaults.backup.passphrase_file, None);
+
+    let fpr = "0123 4567 89ab cdef 0123  4567 89AB CDEF 0123 4567";
+    let text =
+        format!("[backup]\nrecipients = [\"{fpr}\"]\ndir = \"backups\"\ngnupg_home = \"/g\"\n");
+    let config = parse(&text).expect("valid");
+    assert_eq!(config.backup.recipients, ["0123456789ABCDEF0123456789ABCDEF01234567"]);
+    assert_eq!(config.backup.dir, PathBuf::from("/etc/datapunk/backups"));
+    assert_eq!(config.backup.gnupg_home, Some(PathBuf::from("/g")));
+
+    let config = parse("[backup]\npassphrase_file = \"pass\"\n").expect("valid");
+    assert_eq!(config.backup.passphrase_file, Some(PathBuf::from("/etc/datapunk/pass")));
+}
+
+#[test]
+fn the_backup_table_refuses_short_ids_both_kinds_of_key_and_unknown_keys() {
+    let (location, key, problem) = invalid("[backup]\nrecipients = [\"alice@example.org\"]\n");
+    assert_eq!(location, Location { line: 2, column: 15 });
+    assert_eq!(key.as_deref(), Some("backup.recipients"));
+    assert!(problem.contains("full fingerprint"), "{problem}");
+    assert!(!problem.contains("alice"), "{problem}");
+    let (_, key, _) = invalid("[backup]\nrecipients = [\"89ABCDEF01234567\"]\n");
+    assert_eq!(key.as_deref(), Some("backup.recipients"));
+
+    let both =
+        format!("[backup]\nrecipients = [\"{}\"]\npassphrase_file = \"/p\"\n", "A".repeat(40));
+    let (location, key, _) = invalid(&both);
+    assert_eq!((location.line, key.as_deref()), (3, Some("backup.passphrase_file")));
+
+    let (location, key, problem) = invalid("[backup]\ndir = \"/b\"\n passphrase = \"S3CRET\"\n");
+    assert_eq!(location, Location { line: 3, column: 2 });
+    assert_eq!(key.as_deref(), Some("backup.passphrase"));
+    assert!(!problem.contains("S3CRET"), "{problem}");
+}

@@ -305,6 +305,9 @@ async fn serve(
         vault_state: Mutex::new(None),
         syncer: std::sync::OnceLock::new(),
     });
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     record_config(&shared, &config, "config.loaded", Outcome::Success, "configuration loaded")
         .await;
     let details = json!({ "pid": std::process::id(), "version": env!("CARGO_PKG_VERSION") });

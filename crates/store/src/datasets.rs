@@ -91,7 +91,8 @@ pub struct StreamKey {
     pub integration: String,
     /// The dataset.
     pub dataset: Dataset,
-    /// The provider's id of the stream (a calendar id), or `""` for a dataset of one stream.
+    /// The stream's stored name, or `""` for a dataset of one stream. The daemon stores a keyed
+    /// fingerprint of the provider's id (a calendar id, often an e-mail address), never the id.
     pub stream: String,
 }
 

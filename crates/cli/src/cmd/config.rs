@@ -25,6 +25,9 @@ pub(crate) fn run(path: Option<&Path>, command: ConfigCommand) -> anyhow::Result
                 Some(source) => println!("{}: valid", source.display()),
                 None => println!("no configuration file; the defaults apply"),
             }
+            for warning in config.warnings() {
+                println!("  warning: {warning}");
+            }
             println!("  runtime_dir   {}", config.daemon.runtime_dir.display());
             println!("  state_dir     {}", config.daemon.state_dir.display());
             println!("  log.level     {}", config.log.level);

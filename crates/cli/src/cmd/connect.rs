@@ -217,15 +217,33 @@ async fn connect(
             })
             .collect(),
     };
-    {
+    // A revoked integration reconnected to another account starts empty: what was kept of
+    // the old account (`disconnect --keep-data`) and its sync tokens must not mix with the new.
+    let other_account = existing.as_ref().is_some_and(|existing| {
+        existing.account_id.as_deref().is_some_and(|previous| previous != account.id)
+    });
+    let removed = {
         let mut client = context.database.store().client().await?;
+        let removed = if other_account {
+            datapunk_store::datasets::remove_integration_data(&mut client, name).await?
+        } else {
+            0
+        };
         integrations::record_connected(&mut client, &integration).await?;
+        removed
+    };
+    if removed > 0 {
+        println!("removed {removed} records kept from the account {name} was connected to before");
     }
 
     let granted: Vec<&str> = coverage.iter().filter(|c| c.granted).map(|c| c.dataset).collect();
     let missing: Vec<&str> = coverage.iter().filter(|c| !c.granted).map(|c| c.dataset).collect();
-    let details =
-        json!({ "provider": provider.as_str(), "granted": granted, "not_granted": missing });
+    let details = json!({
+        "provider": provider.as_str(),
+        "granted": granted,
+        "not_granted": missing,
+        "previous_account_data_removed": removed,
+    });
     let event = integration_event("integration.connected", name, Outcome::Success, details);
     context.record(&event, "integration connected").await?;
     if !missing.is_empty() {

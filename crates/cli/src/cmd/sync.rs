@@ -23,6 +23,10 @@ pub(crate) struct SyncArgs {
     /// `playlists`).
     #[arg(long)]
     dataset: Option<String>,
+    /// Read everything again instead of only what changed: sync tokens are dropped, and what
+    /// the provider no longer has is removed once the full read completes.
+    #[arg(long)]
+    full: bool,
     /// Print one JSON object per dataset instead of text.
     #[arg(long)]
     json: bool,
@@ -31,13 +35,21 @@ pub(crate) struct SyncArgs {
 pub(crate) async fn run(path: Option<&Path>, args: SyncArgs) -> anyhow::Result<()> {
     let config = super::load_config(path)?;
     let socket = config.daemon.control_socket();
-    let request = Request::Sync { integration: args.integration.clone(), dataset: args.dataset };
+    let request = Request::Sync {
+        integration: args.integration.clone(),
+        dataset: args.dataset,
+        full: args.full,
+    };
     let bar = (!args.json && std::io::stderr().is_terminal()).then(progress_bar);
     let show = |update: &SyncProgress| {
         if let Some(bar) = &bar {
             bar.set_message(format!(
-                "{}/{}: {} pages, {} records",
-                update.integration, update.dataset, update.pages, update.records
+                "{}/{}: {} pages, {} records, {:.1} s",
+                update.integration,
+                update.dataset,
+                update.pages,
+                update.records,
+                Duration::from_millis(update.elapsed_ms).as_secs_f64()
             ));
         }
     };
@@ -77,7 +89,7 @@ pub(crate) async fn run(path: Option<&Path>, args: SyncArgs) -> anyhow::Result<(
 
 fn progress_bar() -> ProgressBar {
     let bar = ProgressBar::new_spinner();
-    if let Ok(style) = ProgressStyle::with_template("{spinner} [{elapsed}] {msg}") {
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg}") {
         bar.set_style(style);
     }
     bar.enable_steady_tick(Duration::from_millis(120));

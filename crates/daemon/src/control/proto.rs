@@ -26,6 +26,10 @@ pub enum Request {
         /// Only this dataset.
         #[serde(default)]
         dataset: Option<String>,
+        /// Read everything again: drop the sync tokens and start full rounds, whose end
+        /// removes what the provider no longer has.
+        #[serde(default)]
+        full: bool,
     },
 }
 
@@ -223,6 +227,7 @@ impl Status {
         let datasets: Vec<&DatasetStatus> = self
             .integrations
             .iter()
+            .filter(|i| i.state != "revoked")
             .flat_map(|i| &i.datasets)
             .filter(|d| d.consented && d.granted)
             .collect();

@@ -123,8 +123,9 @@ async fn connection(stream: UnixStream, shared: Arc<Shared>) {
             message: format!("request too long or unterminated (max {MAX_LINE} bytes)"),
         },
         Ok(_) => match serde_json::from_str::<Request>(&line) {
-            Ok(Request::Sync { integration, dataset }) => {
-                sync(&shared, integration.as_deref(), dataset.as_deref(), &mut write).await
+            Ok(Request::Sync { integration, dataset, full }) => {
+                let selection = (integration.as_deref(), dataset.as_deref());
+                sync(&shared, selection, full, &mut write).await
             }
             Ok(request) => answer(&shared, request).await,
             Err(error) => {
@@ -154,8 +155,8 @@ async fn connection(stream: UnixStream, shared: Arc<Shared>) {
 /// away does not stop the sync: it ends as it would have, audited.
 async fn sync(
     shared: &Shared,
-    integration: Option<&str>,
-    dataset: Option<&str>,
+    (integration, dataset): (Option<&str>, Option<&str>),
+    full: bool,
     write: &mut tokio::net::unix::OwnedWriteHalf,
 ) -> Response {
     let Some(syncer) = shared.syncer() else {
@@ -165,7 +166,7 @@ async fn sync(
     let progress = move |update| {
         let _ = sender.send(update);
     };
-    let work = syncer.sync_now(shared, integration, dataset, &progress);
+    let work = syncer.sync_now(shared, (integration, dataset), full, &progress);
     tokio::pin!(work);
     let mut listening = true;
     let result = loop {

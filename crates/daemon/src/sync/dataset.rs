@@ -78,7 +78,8 @@ impl SyncError {
 }
 
 /// Syncs `connector`'s dataset of `integration` into `store`, sealing with `key`, and calls
-/// `progress` after every page.
+/// `progress` after every page. With `full`, every stream starts a full round first (its sync
+/// token dropped), whose completion removes what the provider no longer has.
 ///
 /// # Errors
 ///
@@ -90,6 +91,7 @@ pub async fn sync(
     tokens: &impl TokenSource,
     key: Arc<DataKey>,
     integration: &str,
+    full: bool,
     progress: &mut (dyn FnMut(&Report) + Send),
 ) -> Result<Report, SyncError> {
     let name = connector.dataset();
@@ -119,6 +121,11 @@ pub async fn sync(
 
     for (label, stream) in &labelled {
         let stream_key = StreamKey::new(integration, dataset, label);
+        if full {
+            let mut client = store.client().await?;
+            datasets::open_stream(&client, &stream_key).await?;
+            datasets::restart_round(&mut client, &stream_key).await?;
+        }
         let result =
             sync_stream(store, connector, tokens, &key, &stream_key, stream, &mut report, progress)
                 .await;

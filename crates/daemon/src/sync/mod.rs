@@ -72,10 +72,17 @@ impl Syncer {
     pub(crate) async fn sync_now(
         &self,
         shared: &Shared,
-        integration: Option<&str>,
-        dataset: Option<&str>,
+        (integration, dataset): (Option<&str>, Option<&str>),
+        full: bool,
         progress: &(dyn Fn(SyncProgress) + Send + Sync),
     ) -> Result<Vec<SyncRun>, String> {
+        if !shared.vault_ready().await {
+            let vault = shared.status().await.vault;
+            return Err(format!(
+                "the {} is {}, so no token or data key can be read; sync again once it is ready",
+                vault.noun, vault.state
+            ));
+        }
         let all = match list(shared).await {
             Ok(all) => all,
             Err(error) => {
@@ -102,7 +109,7 @@ impl Syncer {
                 } else if !set.granted {
                     skipped(candidate, &set.name, "not granted".to_owned())
                 } else {
-                    self.run(shared, candidate, &set.name, progress).await.0
+                    self.run(shared, candidate, &set.name, full, progress).await.0
                 };
                 runs.push(run);
             }
@@ -120,12 +127,13 @@ impl Syncer {
         shared: &Shared,
         integration: &Integration,
         dataset: &str,
+        full: bool,
         progress: &(dyn Fn(SyncProgress) + Send + Sync),
     ) -> (SyncRun, Option<Option<Duration>>) {
         let _turn = self.busy.lock().await;
         let started = std::time::Instant::now();
         let name = integration.name.as_str();
-        let result = self.sync_dataset(shared, integration, dataset, started, progress).await;
+        let result = self.sync_dataset(shared, integration, dataset, full, started, progress).await;
         let elapsed_ms = dataset::elapsed_ms(started);
         let (report, error, retry) = match &result {
             Ok(report) => (report.clone(), None, None),
@@ -139,6 +147,7 @@ impl Syncer {
             "deleted": report.deleted,
             "pages": report.pages,
             "resyncs": report.resyncs,
+            "full": full,
             "elapsed_ms": elapsed_ms,
             "error": error,
         });
@@ -180,6 +189,7 @@ impl Syncer {
         shared: &Shared,
         integration: &Integration,
         dataset: &str,
+        full: bool,
         started: std::time::Instant,
         progress: &(dyn Fn(SyncProgress) + Send + Sync),
     ) -> Result<dataset::Report, Failed> {
@@ -226,7 +236,7 @@ impl Syncer {
             partial = report.clone();
             on_page(report);
         };
-        dataset::sync(store, &connector, &tokens, key, name, &mut tracked)
+        dataset::sync(store, &connector, &tokens, key, name, full, &mut tracked)
             .await
             .map_err(|error| (partial.clone(), error.to_string(), error.retry()))
     }
@@ -332,7 +342,8 @@ pub(crate) async fn run(shared: Arc<Shared>, syncer: Arc<Syncer>, mut stop: watc
                     if set.is_empty() {
                         check_account(&syncer.keeper, &integration.name).await
                     } else {
-                        let (run, retry) = syncer.run(&shared, integration, set, &quiet).await;
+                        let (run, retry) =
+                            syncer.run(&shared, integration, set, false, &quiet).await;
                         run.error.map_or(Ok(()), |error| Err((error, retry)))
                     }
                 };
