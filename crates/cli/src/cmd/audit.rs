@@ -73,14 +73,14 @@ async fn list(client: &tokio_postgres::Client, args: &AuditArgs) -> anyhow::Resu
         return Ok(());
     }
     println!(
-        "{:>6}  {:<20}  {:<18}  {:<8}  {:<7}  {:<12}  DETAILS",
+        "{:>6}  {:<20}  {:<27}  {:<8}  {:<7}  {:<12}  DETAILS",
         "ID", "TIME (UTC)", "ACTION", "OUTCOME", "BY", "INTEGRATION"
     );
     for r in &records {
         let at = r.at.format(&Rfc3339).unwrap_or_default();
         let at = at.get(..19).unwrap_or(&at);
         println!(
-            "{:>6}  {:<20}  {:<18}  {:<8}  {:<7}  {:<12}  {}",
+            "{:>6}  {:<20}  {:<27}  {:<8}  {:<7}  {:<12}  {}",
             r.id,
             at,
             r.action,

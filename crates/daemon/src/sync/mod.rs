@@ -19,7 +19,7 @@
 pub mod dataset;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use datapunk_connectors::{Connector, FetchError, Options, TokenSource};
@@ -60,11 +60,21 @@ pub(crate) struct Syncer {
     interval: Duration,
     /// Held while a dataset syncs: the loop and `datapunk sync` take turns.
     busy: tokio::sync::Mutex<()>,
+    /// When `datapunk sync` last synced each (integration, dataset) successfully, until the
+    /// schedule takes note: it then counts the interval from there, so that a sync on request
+    /// is not repeated straight after.
+    synced: std::sync::Mutex<HashMap<(String, String), Instant>>,
 }
 
 impl Syncer {
     pub(crate) fn new(keeper: Arc<Keeper>, interval: Duration) -> Self {
-        Self { keeper, options: Options::default(), interval, busy: tokio::sync::Mutex::new(()) }
+        Self {
+            keeper,
+            options: Options::default(),
+            interval,
+            busy: tokio::sync::Mutex::new(()),
+            synced: std::sync::Mutex::new(HashMap::new()),
+        }
     }
 
     /// Syncs now what `integration` and `dataset` select (everything when both are `None`),
@@ -109,7 +119,13 @@ impl Syncer {
                 } else if !set.granted {
                     skipped(candidate, &set.name, "not granted".to_owned())
                 } else {
-                    self.run(shared, candidate, &set.name, full, progress).await.0
+                    let run = self.run(shared, candidate, &set.name, full, progress).await.0;
+                    if run.outcome == "success" {
+                        let key = (candidate.name.clone(), set.name.clone());
+                        let mut synced = self.synced.lock().unwrap_or_else(PoisonError::into_inner);
+                        synced.insert(key, Instant::now());
+                    }
+                    run
                 };
                 runs.push(run);
             }
@@ -335,6 +351,16 @@ pub(crate) async fn run(shared: Arc<Shared>, syncer: Arc<Syncer>, mut stop: watc
             for set in sets {
                 let key = (integration.name.clone(), set.to_owned());
                 if schedule.get(&key).is_some_and(|s| s.due > Instant::now()) {
+                    continue;
+                }
+                // Synced meanwhile on request: due an interval after that.
+                let last =
+                    syncer.synced.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
+                if let Some(last) = last
+                    && last + syncer.interval > Instant::now()
+                {
+                    let due = last + jittered(syncer.interval);
+                    schedule.insert(key, Schedule { due, failures: 0 });
                     continue;
                 }
                 worked = true;
