@@ -3,6 +3,7 @@
 //! `status` and `sync` ask the running daemon over its control socket. `config` validates and
 //! explains the configuration file. `db` sets up and inspects the database and its roles.
 //! `audit` lists and verifies the audit trail. `keys` manages the per-integration data keys.
+//! `backup` makes, checks, restores and prunes encrypted database backups.
 //! `connect`, `check`, `integrations` and `disconnect` manage the connected accounts.
 
 mod cmd;
@@ -59,6 +60,9 @@ enum Command {
     /// Create, export, back up, restore or destroy the per-integration data keys.
     #[command(subcommand)]
     Keys(cmd::keys::KeysCommand),
+    /// Create, list, verify, restore and prune encrypted backups of the database.
+    #[command(subcommand)]
+    Backup(cmd::backup::BackupCommand),
 }
 
 /// A failure with its own exit status.
@@ -105,6 +109,7 @@ fn main() -> ExitCode {
             Command::Db(command) => cmd::db::run(config.as_deref(), command).await,
             Command::Audit(audit) => cmd::audit::run(config.as_deref(), audit).await,
             Command::Keys(command) => cmd::keys::run(config.as_deref(), command).await,
+            Command::Backup(command) => cmd::backup::run(config.as_deref(), command).await,
             Command::Integrations { json } => cmd::integrations::run(config.as_deref(), json).await,
             Command::Check(args) => cmd::check::run(config.as_deref(), args).await,
             Command::Sync(args) => cmd::sync::run(config.as_deref(), args).await,

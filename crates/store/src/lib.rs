@@ -27,5 +27,5 @@ mod role;
 
 pub use connect::{ConnectOptions, Store, Tls};
 pub use error::Error;
-pub use migrations::SchemaState;
+pub use migrations::{SchemaState, latest_schema_version};
 pub use role::Role;

@@ -50,6 +50,12 @@ pub(crate) fn latest() -> u32 {
     MIGRATIONS.last().map_or(0, |m| m.version)
 }
 
+/// The newest schema version this build ships: the version of a database it creates, and the
+/// only one a backup's rows can be restored into.
+pub fn latest_schema_version() -> u32 {
+    latest()
+}
+
 /// Where a database's schema stands relative to this build.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct SchemaState {

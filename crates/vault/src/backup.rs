@@ -76,6 +76,33 @@ pub struct GpgOptions {
     pub gnupg_home: Option<PathBuf>,
 }
 
+impl GpgOptions {
+    /// A command for gpg with a cleared environment holding only what gpg and a pinentry
+    /// need, messages in English for the code that reads them, and the chosen home. Every
+    /// caller that runs gpg goes through here, so that none passes it more than that.
+    pub fn command(&self) -> std::process::Command {
+        let mut command = std::process::Command::new(&self.program);
+        command.env_clear();
+        for name in PASSED_THROUGH {
+            if let Some(value) = std::env::var_os(name) {
+                command.env(name, value);
+            }
+        }
+        command.env("LC_MESSAGES", "C");
+        // gpg's standard input is a pipe or nothing, so a terminal pinentry can find the
+        // person's terminal only through GPG_TTY: lend it ours when the shell has not set it.
+        if std::env::var_os("GPG_TTY").is_none()
+            && let Some(tty) = terminal_of_stdin()
+        {
+            command.env("GPG_TTY", tty);
+        }
+        if let Some(home) = &self.gnupg_home {
+            command.env("GNUPGHOME", home);
+        }
+        command
+    }
+}
+
 impl Default for GpgOptions {
     fn default() -> Self {
         Self { program: PathBuf::from("gpg"), gnupg_home: None }
@@ -300,24 +327,7 @@ async fn run<S: AsRef<std::ffi::OsStr>>(
 ) -> Result<Output, BackupError> {
     use tokio::io::AsyncReadExt as _;
 
-    let mut command = Command::new(&gpg.program);
-    command.env_clear();
-    for name in PASSED_THROUGH {
-        if let Some(value) = std::env::var_os(name) {
-            command.env(name, value);
-        }
-    }
-    command.env("LC_MESSAGES", "C");
-    // gpg's standard input is a pipe or nothing, so a terminal pinentry can find the person's
-    // terminal only through GPG_TTY: lend it ours when the shell has not set it.
-    if std::env::var_os("GPG_TTY").is_none()
-        && let Some(tty) = terminal_of_stdin()
-    {
-        command.env("GPG_TTY", tty);
-    }
-    if let Some(home) = &gpg.gnupg_home {
-        command.env("GNUPGHOME", home);
-    }
+    let mut command = Command::from(gpg.command());
     command
         .args(args)
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })

@@ -200,15 +200,7 @@ async fn shell(config: &Config, role: ShellRole, psql_args: &[String]) -> anyhow
                 ),
                 other => shell_role(other),
             };
-            let mut conninfo = with_param(conninfo, "user", role.name());
-            if tls.enabled {
-                // As strict as the daemon: libpq's default `prefer` would accept a downgrade.
-                conninfo = with_param(&conninfo, "sslmode", "verify-full");
-                if let Some(ca) = &tls.ca_file {
-                    conninfo = with_param(&conninfo, "sslrootcert", &ca.display().to_string());
-                }
-            }
-            psql.arg(conninfo);
+            psql.arg(external_conninfo(conninfo, tls, role));
             if password.is_some() {
                 eprintln!("datapunk: psql will ask for the password of {}", role.name());
             }
@@ -230,9 +222,23 @@ fn shell_role(role: ShellRole) -> Role {
     }
 }
 
+/// The libpq connection string of `role` on an external server: the configured one (the app
+/// role's) with the user replaced and TLS as strict as the daemon's.
+pub(crate) fn external_conninfo(conninfo: &str, tls: &datapunk_config::Tls, role: Role) -> String {
+    let mut conninfo = with_param(conninfo, "user", role.name());
+    if tls.enabled {
+        // As strict as the daemon: libpq's default `prefer` would accept a downgrade.
+        conninfo = with_param(&conninfo, "sslmode", "verify-full");
+        if let Some(ca) = &tls.ca_file {
+            conninfo = with_param(&conninfo, "sslrootcert", &ca.display().to_string());
+        }
+    }
+    conninfo
+}
+
 /// The configured connection string (the app role's) with `key` set to `value`. libpq takes
 /// the last value of a repeated keyword, and a URI's query parameters after its other parts.
-fn with_param(conninfo: &str, key: &str, value: &str) -> String {
+pub(crate) fn with_param(conninfo: &str, key: &str, value: &str) -> String {
     let is_uri = conninfo.starts_with("postgresql://") || conninfo.starts_with("postgres://");
     let quoted = format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"));
     match (is_uri, conninfo.contains('?')) {

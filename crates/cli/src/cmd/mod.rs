@@ -1,6 +1,7 @@
 //! One module per command group.
 
 pub(crate) mod audit;
+pub(crate) mod backup;
 pub(crate) mod check;
 pub(crate) mod config;
 pub(crate) mod connect;

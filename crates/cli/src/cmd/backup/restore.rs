@@ -1,0 +1,356 @@
+//! `datapunk backup restore`: a backup back into an empty database, checked against its
+//! manifest.
+//!
+//! The target is set up as `datapunk db init` would (roles, database, schema at this build's
+//! version), and the dump's rows are loaded into it in one transaction. A backup therefore
+//! restores with the Datapunk version whose schema it has; the manifest says which. The rows
+//! of the vault table are never in a dump, and the data keys never: the restore names the
+//! integrations whose keys the sealed fields need and says whether the secret store has them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::Context as _;
+use datapunk_config::{Config, DatabaseMode};
+use datapunk_daemon::database::{ClusterSession, Database, managed_cluster};
+use datapunk_store::audit::Outcome;
+use datapunk_store::{ConnectOptions, admin};
+use serde_json::json;
+
+use super::Trail;
+use super::create::{failure, quote};
+use super::files::{self, Manifest};
+use crate::cmd::db::with_param;
+
+/// Where a backup is restored.
+#[derive(Debug)]
+pub(crate) enum Target {
+    /// The configured database: on the managed cluster, or with an administrator's
+    /// connection string to the external server.
+    Configured {
+        /// `--admin-url`, for external mode.
+        admin_url: Option<String>,
+    },
+    /// Another database, named by an administrator's connection string (`--into`).
+    Other(String),
+}
+
+/// What a restore found.
+struct Restored {
+    database: String,
+    /// Per table: the manifest's count and the restored one.
+    counts: Vec<(String, i64, i64)>,
+}
+
+pub(super) async fn run(
+    config: &Config,
+    file: &Path,
+    target: Target,
+    yes: bool,
+) -> anyhow::Result<()> {
+    let manifest = files::check_against_manifest(file)?;
+    let latest = datapunk_store::latest_schema_version();
+    if manifest.database.schema_version != latest {
+        anyhow::bail!(
+            "the backup has schema version {}, this Datapunk has {latest}: restore it with the \
+             Datapunk release it was made with (its manifest names it: {}), then upgrade",
+            manifest.database.schema_version,
+            manifest.tools.datapunk
+        );
+    }
+
+    let configured = matches!(target, Target::Configured { .. });
+    let mut session = None;
+    let (admin_conninfo, dbname) = match (target, &config.database.mode) {
+        (Target::Other(conninfo), _) => {
+            let parsed: tokio_postgres::Config =
+                conninfo.parse().context("--into is not a libpq connection string")?;
+            let dbname = parsed
+                .get_dbname()
+                .context("--into must name the database to restore into (dbname=...)")?
+                .to_owned();
+            (conninfo, dbname)
+        }
+        (Target::Configured { admin_url: Some(url) }, DatabaseMode::External { .. }) => {
+            (url, config.database.name.clone())
+        }
+        (Target::Configured { admin_url: None }, DatabaseMode::External { .. }) => {
+            anyhow::bail!(
+                "restoring the configured database on an external server needs --admin-url \
+                 CONNINFO (a superuser's connection string, without a password), or --into"
+            )
+        }
+        (Target::Configured { admin_url: Some(_) }, DatabaseMode::Managed { .. }) => {
+            anyhow::bail!(
+                "--admin-url is for external mode; managed mode administers its own cluster"
+            )
+        }
+        (Target::Configured { admin_url: None }, DatabaseMode::Managed { .. }) => {
+            let cluster = managed_cluster(config)?.context("managed mode without a cluster")?;
+            let opened = ClusterSession::for_command(config, cluster, true).await?;
+            let conninfo = opened.cluster().admin_conninfo(&config.database.name);
+            session = Some(opened);
+            (conninfo, config.database.name.clone())
+        }
+    };
+
+    let result = restore(config, file, &manifest, &admin_conninfo, &dbname, yes).await;
+    if let Some(session) = session {
+        session.close().await;
+    }
+
+    if configured && result.is_ok() {
+        set_anchor_aside(config)?;
+    }
+    let (trail, _) = Trail::open(config).await?;
+    let details = match &result {
+        Ok(restored) => json!({
+            "file": file.display().to_string(),
+            "database": restored.database,
+            "tables": restored.counts.len(),
+            "rows_match": restored.counts.iter().all(|(_, want, got)| want == got),
+        }),
+        Err(error) => json!({
+            "file": file.display().to_string(),
+            "database": dbname,
+            "error": format!("{error:#}"),
+        }),
+    };
+    let matched = result.as_ref().is_ok_and(|r| r.counts.iter().all(|(_, w, g)| w == g));
+    let outcome = if matched { Outcome::Success } else { Outcome::Failure };
+    trail.record("backup.restore", outcome, details).await;
+    let database = trail.database.as_ref();
+    let restored = result.context("restore failed")?;
+
+    println!("restored {} into database {}", file.display(), restored.database);
+    println!("{:<40}  {:>10}  {:>10}", "TABLE", "MANIFEST", "RESTORED");
+    for (table, want, got) in &restored.counts {
+        let mark = if want == got { "" } else { "  differs" };
+        println!("{table:<40}  {want:>10}  {got:>10}{mark}");
+    }
+    report_keys(config, database, &admin_conninfo, &dbname).await;
+    trail.close().await;
+    if !matched {
+        anyhow::bail!("the restored row counts differ from the manifest's");
+    }
+    Ok(())
+}
+
+async fn restore(
+    config: &Config,
+    file: &Path,
+    manifest: &Manifest,
+    admin_conninfo: &str,
+    dbname: &str,
+    yes: bool,
+) -> anyhow::Result<Restored> {
+    let target = with_param(admin_conninfo, "dbname", dbname);
+    if holds_tables(admin_conninfo, dbname).await? {
+        eprintln!(
+            "database {dbname} is not empty: restoring replaces everything in its datapunk \
+             schema with the backup of {}",
+            manifest.created_at
+        );
+        crate::cmd::keys::confirm(yes, "replace", &format!("replace database {dbname}"))?;
+        let client = ConnectOptions::new(target.clone()).connect_once().await?;
+        client
+            .batch_execute("DROP SCHEMA datapunk CASCADE")
+            .await
+            .with_context(|| format!("cannot empty database {dbname}"))?;
+    }
+
+    // The plaintext dump lives only in a private directory for the time of the restore.
+    datapunk_daemon::process::private_dir(&config.daemon.state_dir)
+        .with_context(|| format!("cannot prepare {}", config.daemon.state_dir.display()))?;
+    let scratch = tempfile::Builder::new()
+        .prefix(".datapunk-restore-")
+        .tempdir_in(&config.daemon.state_dir)
+        .context("cannot create a private directory for the decrypted dump")?;
+    let dump = scratch.path().join("dump");
+    decrypt(&super::gpg_options(config), file, &dump)?;
+    let list = scratch.path().join("list");
+    write_list(config, &dump, &list)?;
+
+    admin::init(admin_conninfo, dbname)
+        .await
+        .with_context(|| format!("cannot set up database {dbname}"))?;
+    let mut load = Command::new(super::pg_program(config, "pg_restore"));
+    load.env_clear()
+        .envs(std::env::vars_os().filter(|(name, _)| name == "PATH" || name == "HOME"))
+        .env("LC_MESSAGES", "C")
+        .args(["--data-only", "--single-transaction", "--disable-triggers", "--exit-on-error"])
+        .arg("--no-password")
+        .arg("--use-list")
+        .arg(&list)
+        .arg(format!("--dbname={target}"))
+        .arg(&dump)
+        .stdin(Stdio::null());
+    let output = load.output().context("cannot run pg_restore (install the PostgreSQL client)")?;
+    if !output.status.success() {
+        return Err(failure("pg_restore", output.status, &String::from_utf8_lossy(&output.stderr)))
+            .context("the rows could not be loaded; the transaction was rolled back");
+    }
+    drop(scratch);
+
+    let client = ConnectOptions::new(target).connect_once().await?;
+    let mut counts = Vec::new();
+    for (table, want) in &manifest.tables {
+        let (schema, name) = table.split_once('.').unwrap_or(("datapunk", table));
+        let sql = format!("SELECT count(*) FROM {}.{}", quote(schema), quote(name));
+        let got: i64 = client
+            .query_one(&sql, &[])
+            .await
+            .with_context(|| format!("cannot count the rows of {table}"))?
+            .get(0);
+        counts.push((table.clone(), *want, got));
+    }
+    Ok(Restored { database: dbname.to_owned(), counts })
+}
+
+/// Whether `dbname` exists and its `datapunk` schema holds a table.
+async fn holds_tables(admin_conninfo: &str, dbname: &str) -> anyhow::Result<bool> {
+    let mut maintenance = ConnectOptions::new(admin_conninfo);
+    maintenance.dbname = Some("postgres".to_owned());
+    let client = maintenance.connect_once().await?;
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&dbname])
+        .await?
+        .is_some();
+    if !exists {
+        return Ok(false);
+    }
+    let mut options = ConnectOptions::new(admin_conninfo);
+    options.dbname = Some(dbname.to_owned());
+    let client = options.connect_once().await?;
+    let tables: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = 'datapunk' AND c.relkind IN ('r', 'p')",
+            &[],
+        )
+        .await?
+        .get(0);
+    Ok(tables > 0)
+}
+
+/// Decrypts `file` into `out` (created 0600 under the process's umask), insisting on an
+/// intact integrity check.
+fn decrypt(
+    gpg: &datapunk_vault::backup::GpgOptions,
+    file: &Path,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let output = gpg
+        .command()
+        .args(["--batch", "--no-tty", "--quiet", "--status-fd", "2", "--output"])
+        .arg(out)
+        .args(["--decrypt", "--"])
+        .arg(file)
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run gpg")?;
+    let messages = String::from_utf8_lossy(&output.stderr);
+    let status: Vec<&str> =
+        messages.lines().filter_map(|line| line.strip_prefix("[GNUPG:] ")).collect();
+    let has = |keyword: &str| status.iter().any(|line| line.split(' ').next() == Some(keyword));
+    if !output.status.success() || !has("DECRYPTION_OKAY") || has("BADMDC") {
+        let hint = if has("NO_SECKEY") {
+            "; no secret key for it is in this keyring (set GNUPGHOME or backup.gnupg_home)"
+        } else {
+            ""
+        };
+        return Err(failure("gpg", output.status, &messages))
+            .with_context(|| format!("cannot decrypt {}{hint}", file.display()));
+    }
+    Ok(())
+}
+
+/// Writes the restore list: the dump's entries without the migration history, which the
+/// set-up writes itself.
+fn write_list(config: &Config, dump: &Path, list: &Path) -> anyhow::Result<()> {
+    let output = Command::new(super::pg_program(config, "pg_restore"))
+        .env_clear()
+        .envs(std::env::vars_os().filter(|(name, _)| name == "PATH"))
+        .env("LC_MESSAGES", "C")
+        .arg("--list")
+        .arg(dump)
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run pg_restore (install the PostgreSQL client)")?;
+    if !output.status.success() {
+        return Err(failure("pg_restore", output.status, &String::from_utf8_lossy(&output.stderr)))
+            .context("pg_restore cannot read the decrypted dump");
+    }
+    let listing = String::from_utf8_lossy(&output.stdout);
+    let kept: Vec<&str> = listing
+        .lines()
+        .filter(|line| !line.contains(" TABLE DATA datapunk schema_migrations "))
+        .collect();
+    std::fs::write(list, kept.join("\n") + "\n").context("cannot write the restore list")
+}
+
+/// The restored chain ends where the backup did, before the anchor file's head: the anchor is
+/// moved aside (kept for inspection), and the next event anchors the restored chain.
+fn set_anchor_aside(config: &Config) -> anyhow::Result<()> {
+    let anchor = config.daemon.audit_anchor();
+    if !anchor.exists() {
+        return Ok(());
+    }
+    let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
+    let aside = PathBuf::from(format!("{}.before-restore-{stamp}", anchor.display()));
+    std::fs::rename(&anchor, &aside)
+        .with_context(|| format!("cannot move the audit anchor {} aside", anchor.display()))?;
+    eprintln!(
+        "note: the audit anchor was moved to {}: the restored audit trail ends when the backup \
+         was made",
+        aside.display()
+    );
+    Ok(())
+}
+
+/// Names the integrations whose data keys the restored fields need, and whether the secret
+/// store holds them.
+async fn report_keys(config: &Config, database: Option<&Database>, admin: &str, dbname: &str) {
+    let names = async {
+        let mut options = ConnectOptions::new(admin);
+        options.dbname = Some(dbname.to_owned());
+        let client = options.connect_once().await?;
+        let rows = client.query("SELECT name FROM datapunk.integrations ORDER BY 1", &[]).await?;
+        Ok::<_, anyhow::Error>(rows.iter().map(|row| row.get::<_, String>(0)).collect::<Vec<_>>())
+    }
+    .await;
+    let names = match names {
+        Ok(names) if names.is_empty() => return,
+        Ok(names) => names,
+        Err(error) => {
+            eprintln!("warning: cannot list the restored integrations: {error:#}");
+            return;
+        }
+    };
+    println!(
+        "the sealed fields need the data keys of: {} (keys are never in a backup)",
+        names.join(", ")
+    );
+    let vault = match database.map(|db| datapunk_daemon::vault::open(config, db)) {
+        Some(Ok(vault)) => vault,
+        Some(Err(error)) => {
+            println!("cannot open the secret store to check them: {error:#}");
+            return;
+        }
+        None => {
+            println!("cannot open the configured database to check the secret store");
+            return;
+        }
+    };
+    for name in &names {
+        match vault.data_key(name).await {
+            Ok(Some(_)) => println!("  {name}: the {} vault holds its key", vault.kind()),
+            Ok(None) => println!(
+                "  {name}: MISSING from the {} vault; restore it with `datapunk keys restore \
+                 FILE` from a key backup, or its encrypted fields stay unreadable",
+                vault.kind()
+            ),
+            Err(error) => println!("  {name}: cannot read the vault: {error}"),
+        }
+    }
+}

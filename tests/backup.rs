@@ -1,0 +1,517 @@
+//! `datapunk backup`: encrypted to a public key, written atomically and privately, failing
+//! loudly with nothing left behind, verified, restorable into an empty database with every
+//! row and sealed field intact, and pruned without losing the newest good copy.
+
+mod sandboxed;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use datapunk_sandbox::{Dataset as Provided, Population, Sandbox};
+use datapunk_store::datasets::{self, Dataset};
+use datapunk_testkit::{SessionBus, account};
+use datapunk_tests::Setup;
+use datapunk_vault::field;
+use sandboxed::{connected, vault};
+use serde_json::Value;
+
+/// An installation with a GnuPG home holding a backup key (secret part included, so that
+/// verify and restore can decrypt), and `[backup]` configured to it.
+struct Backups {
+    setup: Setup,
+    gnupg: PathBuf,
+    fingerprint: String,
+    /// The configuration before `[backup]`, to write variants of it.
+    base: String,
+}
+
+impl Backups {
+    fn new() -> Self {
+        let setup = Setup::external();
+        assert!(setup.init().status.success());
+        Self::on(setup)
+    }
+
+    fn on(setup: Setup) -> Self {
+        let gnupg = setup.path().join("gnupg");
+        let made = setup.command("mkdir").args(["-m", "700"]).arg(&gnupg).output();
+        assert!(made.expect("mkdir").status.success());
+        let base = fs::read_to_string(&setup.config).expect("the configuration");
+        let mut backups = Self { setup, gnupg, fingerprint: String::new(), base };
+        backups.fingerprint = backups.gpg_key();
+        backups.configure(&format!("recipients = [\"{}\"]\n", backups.fingerprint));
+        backups
+    }
+
+    /// Replaces the `[backup]` table with `table`.
+    fn configure(&self, table: &str) {
+        self.setup.write_config(&format!("{}\n[backup]\n{table}", self.base));
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut command = self.setup.command(program);
+        command.env("GNUPGHOME", &self.gnupg);
+        command
+    }
+
+    fn datapunk(&self, args: &[&str]) -> Output {
+        self.command("datapunk").args(args).output().expect("run datapunk")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.datapunk(args);
+        assert!(
+            output.status.success(),
+            "datapunk {args:?}: {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn gpg(&self, args: &[&str]) -> Output {
+        self.command("gpg").args(args).output().expect("run gpg")
+    }
+
+    fn gpg_key(&self) -> String {
+        let made = self.gpg(&[
+            "--batch",
+            "--passphrase",
+            "",
+            "--quick-gen-key",
+            "Datapunk Backups <backups@datapunk.invalid>",
+            "default",
+            "default",
+            "never",
+        ]);
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        let listing = self.gpg(&["--list-keys", "--with-colons"]);
+        String::from_utf8_lossy(&listing.stdout)
+            .lines()
+            .find_map(|line| line.strip_prefix("fpr:"))
+            .and_then(|rest| rest.split(':').find(|field| !field.is_empty()))
+            .expect("the new key's fingerprint")
+            .to_owned()
+    }
+
+    /// The default backup directory.
+    fn dir(&self) -> PathBuf {
+        self.setup.state_dir().join("backups")
+    }
+
+    /// The backups in `dir`, oldest first.
+    fn backups_in(dir: &Path) -> Vec<PathBuf> {
+        let mut found: Vec<PathBuf> = fs::read_dir(dir)
+            .map(|entries| entries.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        found.retain(|p| p.to_string_lossy().ends_with(".dump.gpg"));
+        found.sort();
+        found
+    }
+
+    /// Every file in `dir`, temporary ones included.
+    fn everything_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .map(|entries| {
+                entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// The `backup.*` audit rows, oldest first.
+    fn events(&self, action: &str) -> Vec<Value> {
+        let rows = self.ok(&["audit", "--action", action, "--json"]);
+        rows.lines().map(|line| serde_json::from_str(line).expect("a JSON row")).collect()
+    }
+
+    fn create(&self) -> PathBuf {
+        let before = Self::backups_in(&self.dir());
+        self.ok(&["backup", "create"]);
+        let after = Self::backups_in(&self.dir());
+        assert_eq!(after.len(), before.len() + 1, "one new backup");
+        after.last().expect("a backup").clone()
+    }
+}
+
+/// Flips one bit in the middle of `path`.
+fn flip_a_byte(path: &Path) {
+    let mut bytes = fs::read(path).expect("read the backup");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    fs::write(path, bytes).expect("write it back");
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).expect("metadata").permissions().mode() & 0o777
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_is_private_encrypted_to_the_key_and_holds_no_plaintext() {
+    let backups = Backups::new();
+    let marker = format!("DPMARK{:016x}", rand::random::<u64>());
+    let admin = backups.setup.admin().await;
+    admin
+        .execute(
+            "SELECT datapunk.audit_append(0, 'test', 'test.marker', NULL, NULL, 'success', $1)",
+            &[&serde_json::json!({ "marker": marker })],
+        )
+        .await
+        .expect("plant a marker");
+
+    // A umask that would make files 0644 and directories 0755.
+    let made = backups
+        .command("sh")
+        .args(["-c", "umask 022; exec \"$0\" backup create"])
+        .arg(datapunk_testkit::bin("datapunk"))
+        .output()
+        .expect("run datapunk");
+    assert!(made.status.success(), "{}", stderr(&made));
+
+    let dir = backups.dir();
+    let files = Backups::backups_in(&dir);
+    assert_eq!(files.len(), 1);
+    let file = &files[0];
+    let manifest_path =
+        PathBuf::from(file.to_string_lossy().replace(".dump.gpg", ".manifest.json"));
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(file), 0o600);
+    assert_eq!(mode(&manifest_path), 0o600);
+    assert_eq!(Backups::everything_in(&dir).len(), 2, "no temporary file is left");
+
+    let packets =
+        backups.gpg(&["--batch", "--list-only", "--list-packets", &file.to_string_lossy()]);
+    assert!(packets.status.success(), "{}", stderr(&packets));
+    assert!(String::from_utf8_lossy(&packets.stdout).contains(":pubkey enc packet:"));
+    let content = fs::read(file).expect("read the backup");
+    assert!(memchr::memmem::find(&content, marker.as_bytes()).is_none(), "the marker in clear");
+    assert!(memchr::memmem::find(&content, b"PGDMP").is_none(), "a dump in clear");
+
+    let manifest: Value =
+        serde_json::from_slice(&fs::read(&manifest_path).expect("the manifest")).expect("JSON");
+    assert_eq!(manifest["size"], content.len());
+    assert_eq!(manifest["recipients"][0], backups.fingerprint);
+    assert!(manifest["tables"]["datapunk.audit"].as_i64().expect("a count") >= 1);
+    assert!(manifest["tables"].get("datapunk.vault_records").is_none(), "{manifest}");
+    assert!(manifest["tools"]["pg_dump"].as_str().expect("a version").contains("pg_dump"));
+    assert!(manifest["database"]["size"].as_i64().expect("a size") > 0);
+
+    let listed = backups.ok(&["backup", "list", "--json"]);
+    assert!(listed.contains(&*file.to_string_lossy()), "{listed}");
+    let verified = backups.ok(&["backup", "verify", "--latest"]);
+    assert!(verified.contains("decrypted intact"), "{verified}");
+    let created = backups.events("backup.create");
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0]["outcome"], "success");
+    assert_eq!(created[0]["details"]["sha256"], manifest["sha256"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_catches_a_flipped_byte_and_a_truncated_file() {
+    let backups = Backups::new();
+    let good = backups.create();
+    let flipped = backups.create();
+    let truncated = backups.create();
+    flip_a_byte(&flipped);
+    let length = fs::metadata(&truncated).expect("metadata").len();
+    let handle = fs::OpenOptions::new().write(true).open(&truncated).expect("open");
+    handle.set_len(length - 100).expect("truncate");
+
+    backups.ok(&["backup", "verify", &good.to_string_lossy()]);
+    for bad in [&flipped, &truncated] {
+        let output = backups.datapunk(&["backup", "verify", &bad.to_string_lossy()]);
+        assert!(!output.status.success(), "{} verified", bad.display());
+        assert!(stderr(&output).contains("does not verify"), "{}", stderr(&output));
+    }
+    let outcomes: Vec<Value> =
+        backups.events("backup.verify").iter().map(|row| row["outcome"].clone()).collect();
+    assert_eq!(outcomes, ["success", "failure", "failure"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failures_exit_non_zero_leave_no_file_and_are_audited() {
+    let backups = Backups::new();
+    let dir = backups.dir();
+
+    // gpg fails: a recipient nobody has the key of.
+    backups.configure(&format!("recipients = [\"{}\"]\n", "A".repeat(40)));
+    let output = backups.datapunk(&["backup", "create"]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("gpg failed"), "{}", stderr(&output));
+    assert_eq!(Backups::everything_in(&dir), Vec::<String>::new());
+
+    // pg_dump fails half-way, after writing part of a dump: gpg alone would call that a
+    // success, as the shell pipeline `pg_dump | gpg` does.
+    backups.configure(&format!("recipients = [\"{}\"]\n", backups.fingerprint));
+    let fake = backups.setup.path().join("fake-bin");
+    fs::create_dir(&fake).expect("a directory");
+    let script = "#!/bin/sh\ncase \"$1\" in --version) echo 'pg_dump (PostgreSQL) 15';; \
+                  *) printf 'PGDMP partial'; echo 'pg_dump: error: connection lost' >&2; \
+                  exit 1;; esac\n";
+    fs::write(fake.join("pg_dump"), script).expect("the script");
+    fs::set_permissions(fake.join("pg_dump"), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = format!("{}:{}", fake.display(), datapunk_tests::path_with_postgres());
+    let output = backups.command("datapunk").args(["backup", "create"]).env("PATH", path).output();
+    let output = output.expect("run datapunk");
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("pg_dump failed"), "{}", stderr(&output));
+    assert!(stderr(&output).contains("connection lost"), "{}", stderr(&output));
+    assert_eq!(Backups::everything_in(&dir), Vec::<String>::new());
+
+    // The destination cannot be written.
+    let locked = backups.setup.path().join("locked");
+    let made = backups.command("mkdir").args(["-m", "500"]).arg(&locked).output();
+    assert!(made.expect("mkdir").status.success());
+    let output = backups.datapunk(&["backup", "create", "--to", &locked.to_string_lossy()]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("creating the temporary file failed"), "{}", stderr(&output));
+    assert_eq!(Backups::everything_in(&locked), Vec::<String>::new());
+
+    let failed: Vec<(String, String)> = backups
+        .events("backup.create")
+        .iter()
+        .map(|row| {
+            let step = row["details"]["step"].as_str().unwrap_or_default().to_owned();
+            (row["outcome"].as_str().unwrap_or_default().to_owned(), step)
+        })
+        .collect();
+    let expected =
+        [("failure", "gpg"), ("failure", "pg_dump"), ("failure", "creating the temporary file")];
+    let expected: Vec<(String, String)> =
+        expected.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect();
+    assert_eq!(failed, expected);
+}
+
+/// A tmpfs of `size` mounted at `path` for the test account, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &Path, size: &str) -> Result<Self, String> {
+        fs::create_dir_all(path).map_err(|e| e.to_string())?;
+        let options = format!("size={size},mode=0700,uid={}", account().uid);
+        let output = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &options, "tmpfs"])
+            .arg(path)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !output.status.success() {
+            return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+        }
+        Ok(Self(path.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_fails_the_backup_and_leaves_nothing() {
+    let backups = Backups::new();
+    // Rows that do not compress, so that the dump cannot fit in the file system.
+    let admin = backups.setup.admin().await;
+    admin
+        .batch_execute(
+            "SET ROLE datapunk_owner;
+             CREATE TABLE datapunk.ballast AS
+                 SELECT md5(random()::text) || md5(random()::text) AS filler
+                   FROM generate_series(1, 20000);",
+        )
+        .await
+        .expect("the ballast");
+    let small = backups.setup.path().join("small");
+    let tmpfs = Tmpfs::mount(&small, "256k").unwrap_or_else(|error| {
+        panic!(
+            "NOT RUN: cannot mount a tmpfs to fill ({error}); the disk-full case needs root to \
+             mount one"
+        )
+    });
+
+    let output = backups.datapunk(&["backup", "create", "--to", &small.to_string_lossy()]);
+
+    assert!(!output.status.success(), "a backup fitted in 256 KiB");
+    assert!(stderr(&output).contains("writing the backup failed"), "{}", stderr(&output));
+    assert!(stderr(&output).contains("No space left"), "{}", stderr(&output));
+    assert_eq!(Backups::everything_in(&small), Vec::<String>::new());
+    let rows = backups.events("backup.create");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["outcome"], "failure");
+    assert_eq!(rows[0]["details"]["step"], "writing the backup");
+    drop(tmpfs);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prune_keeps_the_newest_and_the_newest_that_verifies() {
+    let backups = Backups::new();
+    let made: Vec<PathBuf> = (0..5).map(|_| backups.create()).collect();
+    // The two newest are damaged.
+    flip_a_byte(&made[4]);
+    flip_a_byte(&made[3]);
+
+    let out = backups.ok(&["backup", "prune", "--keep-last", "2"]);
+
+    let left = Backups::backups_in(&backups.dir());
+    assert_eq!(left, [made[2].clone(), made[3].clone(), made[4].clone()], "{out}");
+    assert!(out.contains("the newest backup that verifies"), "{out}");
+    let manifests = Backups::everything_in(&backups.dir());
+    assert_eq!(manifests.len(), 6, "each kept backup keeps its manifest: {manifests:?}");
+
+    // With every backup sound, --keep-last 2 keeps exactly the two newest.
+    let sound = backups.create();
+    backups.ok(&["backup", "prune", "--keep-last", "2"]);
+    assert_eq!(Backups::backups_in(&backups.dir()), [made[4].clone(), sound]);
+    let rows = backups.events("backup.prune");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["details"]["deleted"].as_array().map(Vec::len), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restore_refuses_a_database_that_is_not_empty_without_yes() {
+    let backups = Backups::new();
+    let file = backups.create();
+    let admin_url = datapunk_testkit::cluster().conninfo("postgres", "postgres");
+
+    let output = backups.datapunk(&[
+        "backup",
+        "restore",
+        &file.to_string_lossy(),
+        "--admin-url",
+        &admin_url,
+    ]);
+
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("is not empty"), "{}", stderr(&output));
+    assert!(stderr(&output).contains("add --yes"), "{}", stderr(&output));
+    let rows = backups.events("backup.restore");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["outcome"], "failure");
+}
+
+/// Per table, its row count and a checksum over every column of every row; of the audit
+/// table only the rows up to `audit_upto`.
+async fn fingerprint(
+    client: &tokio_postgres::Client,
+    audit_upto: i64,
+) -> BTreeMap<String, (i64, String)> {
+    let tables = client
+        .query(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = 'datapunk' AND c.relkind = 'r' AND c.relname <> 'vault_records'
+              ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("the tables");
+    let mut sums = BTreeMap::new();
+    for table in tables {
+        let name: String = table.get(0);
+        let only = if name == "audit" { format!("t.id <= {audit_upto}") } else { "true".into() };
+        // The restore writes the migration history anew: the same migrations, applied now.
+        let row = if name == "schema_migrations" { "(t.version, t.name, t.checksum)" } else { "t" };
+        let sql = format!(
+            "SELECT count(*), coalesce(md5(string_agg({row}::text, E'\\n' ORDER BY {row}::text)), '')
+               FROM datapunk.\"{name}\" t WHERE {only}"
+        );
+        let row = client.query_one(&sql, &[]).await.expect("a checksum");
+        sums.insert(name, (row.get(0), row.get(1)));
+    }
+    sums
+}
+
+/// Every sealed field of every synced dataset, decrypted with the keyring's keys.
+async fn opened(setup: &Setup, bus: &SessionBus) -> Vec<String> {
+    let client = setup.admin().await;
+    let mut all = Vec::new();
+    for (name, dataset) in [
+        ("google", Dataset::Calendar),
+        ("google", Dataset::Contacts),
+        ("spotify", Dataset::SavedTracks),
+    ] {
+        let key = vault(bus).data_key(name).await.expect("the keyring").expect("a data key");
+        let rows = datasets::sealed_records(&client, name, dataset).await.expect("the rows");
+        assert!(!rows.is_empty(), "{name}/{} synced nothing", dataset.name());
+        for row in rows {
+            let fields = field::decrypt_fields(&key, &row.sealed).expect("the key opens it");
+            all.push(format!("{fields:?}"));
+        }
+    }
+    all.sort();
+    all
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_synced_database_comes_back_whole_after_it_was_dropped() {
+    let population = Population {
+        seed: 11,
+        events: 60,
+        contacts: 40,
+        saved_tracks: 50,
+        playlists: 3,
+        plays: 20,
+    };
+    let sandbox =
+        Sandbox::start_with(([127, 0, 0, 1], 0).into(), population).await.expect("a sandbox");
+    let marker = format!("DPMARK{:016x}", rand::random::<u64>());
+    let id = sandbox.truth(Provided::GoogleContacts)[0].id.clone();
+    sandbox.plant(Provided::GoogleContacts, &id, &marker).expect("plant a marker");
+    let (setup, bus) = sandboxed::setup(&sandbox, "[sync]\ninterval_secs = 3600\n");
+    connected(&setup, &bus, "google", "calendar,contacts").await;
+    connected(&setup, &bus, "spotify", "saved-tracks").await;
+    let daemon = setup.spawn_daemon(None, &[("DBUS_SESSION_BUS_ADDRESS", bus.address())]);
+    let start = std::time::Instant::now();
+    loop {
+        let rows = setup.cli_ok(&["audit", "--action", "sync.run", "--json"]);
+        if rows.lines().count() >= 3 {
+            break;
+        }
+        assert!(start.elapsed().as_secs() < 120, "the first syncs did not finish");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    daemon.stop();
+
+    let admin = setup.admin().await;
+    let last: i64 =
+        admin.query_one("SELECT max(id) FROM datapunk.audit", &[]).await.expect("ids").get(0);
+    let before = fingerprint(&admin, last).await;
+    let fields_before = opened(&setup, &bus).await;
+    assert!(fields_before.iter().any(|f| f.contains(&marker)), "the marker was synced");
+    let backups = Backups::on(setup);
+    let file = backups.create();
+    let content = fs::read(&file).expect("read the backup");
+    assert!(memchr::memmem::find(&content, marker.as_bytes()).is_none(), "the marker in clear");
+
+    let cluster = datapunk_testkit::cluster();
+    let maintenance = cluster.admin_client("postgres").await;
+    let drop = format!("DROP DATABASE \"{}\" WITH (FORCE)", backups.setup.db_name);
+    maintenance.batch_execute(&drop).await.expect("drop the database");
+    let admin_url = cluster.conninfo("postgres", "postgres");
+    let restored = backups
+        .command("datapunk")
+        .args(["backup", "restore", &file.to_string_lossy(), "--admin-url", &admin_url])
+        .env("DBUS_SESSION_BUS_ADDRESS", bus.address())
+        .output()
+        .expect("run datapunk");
+    let out = String::from_utf8_lossy(&restored.stdout);
+    assert!(restored.status.success(), "{out}\n{}", stderr(&restored));
+    assert!(out.contains("google: the secret-service vault holds its key"), "{out}");
+
+    let admin = backups.setup.admin().await;
+    let after = fingerprint(&admin, last).await;
+    assert_eq!(after, before);
+    let total: i64 =
+        admin.query_one("SELECT count(*) FROM datapunk.audit", &[]).await.expect("a count").get(0);
+    assert_eq!(total, before["audit"].0 + 1, "the restore appends its own audit row");
+    assert_eq!(opened(&backups.setup, &bus).await, fields_before);
+    let verify = backups.ok(&["audit", "verify"]);
+    assert!(!verify.is_empty());
+}
