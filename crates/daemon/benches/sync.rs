@@ -113,6 +113,8 @@ struct Full {
     elapsed: Duration,
     /// The time PostgreSQL spent executing the sync's statements.
     executing: Duration,
+    /// The statement that took most of it: its calls, its total time and its start.
+    costliest: (i64, Duration, String),
 }
 
 async fn bench(cluster: &Cluster) {
@@ -176,7 +178,8 @@ async fn bench(cluster: &Cluster) {
         let report = sync(&store, &connector(measured), connected).await;
         let elapsed = started.elapsed();
         let executing = statements(&superuser).await.executing;
-        full.push(Full { report, elapsed, executing });
+        let costliest = costliest(&superuser).await;
+        full.push(Full { report, elapsed, executing, costliest });
     }
     let sync_ratio = print_full(&superuser, &full).await;
 
@@ -212,6 +215,14 @@ async fn bench(cluster: &Cluster) {
             secs(rest)
         );
         pipelined += phases.reading.max(phases.sealing_parallel).max(full.executing + rest);
+    }
+    for (measured, full) in DATASETS.iter().zip(&full) {
+        let (calls, time, query) = &full.costliest;
+        println!(
+            "  {:<13}most SQL time: {calls} calls, {:.2} s: {query}",
+            measured.dataset,
+            secs(*time)
+        );
     }
     let records: u64 = full.iter().map(|f| f.report.records()).sum();
     println!(
@@ -644,6 +655,27 @@ async fn statements(superuser: &Client) -> Statements {
         all: row.get(1),
         executing: Duration::from_secs_f64(row.get::<_, f64>(2) / 1000.0),
     }
+}
+
+/// The top-level statement of `datapunk_app` that took the most execution time since the last
+/// reset: its calls, that time, and the start of its text (placeholders, never values).
+async fn costliest(superuser: &Client) -> (i64, Duration, String) {
+    let row = superuser
+        .query_opt(
+            "SELECT calls, total_exec_time, regexp_replace(left(query, 2000), '\\s+', ' ', 'g')
+             FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid
+             WHERE r.rolname = 'datapunk_app' AND toplevel
+               AND s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+             ORDER BY total_exec_time DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .expect("read pg_stat_statements");
+    row.map_or((0, Duration::ZERO, String::new()), |row| {
+        let text: String = row.get(2);
+        let time = Duration::from_secs_f64(row.get::<_, f64>(1) / 1000.0);
+        (row.get(0), time, text.chars().take(70).collect())
+    })
 }
 
 /// The processor's name as the kernel reports it.
