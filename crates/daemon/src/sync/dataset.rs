@@ -138,6 +138,10 @@ pub async fn sync(
     Ok(report)
 }
 
+/// Syncs one stream page by page. While a page is sealed and stored, the next one is already
+/// being fetched: the provider's answer time and the database's write time overlap. The
+/// prefetched page is used only once the one before it is stored with its cursor, so that a
+/// crash or a refusal never skips a page.
 #[allow(clippy::too_many_arguments)]
 async fn sync_stream(
     store: &Store,
@@ -152,9 +156,9 @@ async fn sync_stream(
     let mut client = store.client().await?;
     let mut state = datasets::open_stream(&client, stream_key).await?;
     let mut resyncs = 0;
+    let mut fetched = connector.fetch(tokens, stream, &to_connector(&state.cursor)).await;
     loop {
-        let cursor = to_connector(&state.cursor);
-        let page = match connector.fetch(tokens, stream, &cursor).await {
+        let page = match fetched {
             Ok(page) => page,
             Err(FetchError::ResyncRequired { reason }) if resyncs < RESYNCS => {
                 tracing::info!(
@@ -166,13 +170,28 @@ async fn sync_stream(
                 resyncs += 1;
                 report.resyncs += 1;
                 state = datasets::restart_round(&mut client, stream_key).await?;
+                fetched = connector.fetch(tokens, stream, &to_connector(&state.cursor)).await;
                 continue;
             }
             Err(error) => return Err(error.into()),
         };
-        let done = matches!(page.next, datapunk_connectors::Next::Done { .. });
-        let sealed = seal(Arc::clone(key), page).await?;
-        match datasets::apply_page(&mut client, stream_key, state.round, &sealed).await {
+        let next = match &page.next {
+            datapunk_connectors::Next::More(cursor) => Some(cursor.clone()),
+            datapunk_connectors::Next::Done { .. } => None,
+        };
+        let round = state.round;
+        let write = async {
+            let sealed = seal(Arc::clone(key), page).await?;
+            Ok::<_, SyncError>(datasets::apply_page(&mut client, stream_key, round, &sealed).await)
+        };
+        let prefetch = async {
+            match &next {
+                Some(cursor) => Some(connector.fetch(tokens, stream, cursor).await),
+                None => None,
+            }
+        };
+        let (written, prefetched) = tokio::join!(write, prefetch);
+        match written? {
             Ok(counts) => {
                 report.added += counts.added;
                 report.updated += counts.updated;
@@ -184,15 +203,17 @@ async fn sync_stream(
             // Another sync of the same stream moved the round on: start from what it left.
             Err(datapunk_store::Error::RoundChanged { .. }) => {
                 state = datasets::open_stream(&client, stream_key).await?;
+                fetched = connector.fetch(tokens, stream, &to_connector(&state.cursor)).await;
                 continue;
             }
             Err(error) => return Err(error.into()),
         }
-        if done {
-            return Ok(());
-        }
-        if let datasets::Next::More(next) = sealed.next {
-            state.cursor = next;
+        match (next, prefetched) {
+            (Some(cursor), Some(result)) => {
+                state.cursor = to_store_cursor(cursor);
+                fetched = result;
+            }
+            _ => return Ok(()),
         }
     }
 }

@@ -229,9 +229,14 @@ async fn upsert(
         "WITH page AS (
              SELECT * FROM unnest($5::text[], $6::bytea[], $7::bytea[], {unnest})
          ), known AS (
-             SELECT p.provider_id, t.digest = p.digest AS unchanged
-             FROM page p LEFT JOIN {table} t
-                 ON t.integration = $1 AND t.stream = $2 AND t.provider_id = p.provider_id
+             -- One primary-key lookup per row of the page, whatever the planner believes of
+             -- the table's size: a join here may be planned as a scan of the whole table,
+             -- which makes a long sync cost the square of its length.
+             SELECT p.provider_id,
+                    (SELECT t.digest FROM {table} t
+                     WHERE t.integration = $1 AND t.stream = $2
+                       AND t.provider_id = p.provider_id) = p.digest AS unchanged
+             FROM page p
          ), written AS (
              INSERT INTO {table} AS t (integration, stream, provider_id, sealed, digest,
                                        seen_round, {columns})
