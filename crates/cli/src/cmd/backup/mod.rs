@@ -28,7 +28,6 @@ use datapunk_store::Role;
 use datapunk_store::audit::{Event, Outcome};
 use datapunk_vault::backup::GpgOptions;
 
-
 #[derive(Debug, Subcommand)]
 pub(crate) enum BackupCommand {
     /// Dump the database, encrypted to `backup.recipients`, into the backup directory.
