@@ -10,7 +10,7 @@
 //! An integration in `needs_reauth`, `revoked` or `paused` is left alone: no token request
 //! and no API call until the person acts; nothing runs on schedule while the vault is locked
 //! or unreachable. A dataset whose provider is unavailable (429, 5xx,
-//! no answer) is tried again after a backoff that starts at [`RETRY_FIRST`], doubles, honours
+//! no answer) is tried again after a backoff that starts at 30 s, doubles, honours
 //! the provider's `Retry-After`, and never exceeds the interval. One dataset syncs at a time.
 //!
 //! Every sync of a dataset is audited as `sync.run`, with counts (added, updated, deleted,

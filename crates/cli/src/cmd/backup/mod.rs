@@ -2,7 +2,7 @@
 //!
 //! `create` runs `pg_dump -Fc` as `datapunk_backup` into `gpg --encrypt` to the configured
 //! recipients, writes the result under a temporary name in the destination, and publishes it
-//! as `datapunk-<UTC time>.dump.gpg` beside a [`Manifest`] only when both programs succeeded
+//! as `datapunk-<UTC time>.dump.gpg` beside a [`Manifest`](files::Manifest) only when both programs succeeded
 //! and the file is on disk. `list` and `verify` check what was written, `restore` brings a
 //! backup back into an empty database, and `prune` removes old backups but never the newest
 //! one that verifies.
