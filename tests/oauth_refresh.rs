@@ -101,6 +101,9 @@ async fn a_rotated_refresh_token_is_saved_before_use_and_survives_a_killed_daemo
     let vault = vault(&bus);
     let first = vault.token("microsoft").await.expect("read").expect("a token");
     let first_refresh = first.refresh_token.expect("a refresh token").expose_secret().to_owned();
+    // The connected token is due at once; the refreshed one lasts, so that the daemon's sync
+    // refreshes exactly once.
+    sandbox.set_access_token_lifetime(Provider::Microsoft, Duration::from_secs(3600));
 
     let envs = [("DBUS_SESSION_BUS_ADDRESS", bus.address())];
     let daemon = setup.spawn_daemon(None, &envs);
@@ -123,7 +126,9 @@ async fn a_rotated_refresh_token_is_saved_before_use_and_survives_a_killed_daemo
     assert_eq!(row["details"]["rotated"], true, "{row}");
     assert_eq!(row["details"]["rotation_saved"], true, "{row}");
 
-    // The restarted daemon refreshes with the saved token: no reconnection needed.
+    // The restarted daemon refreshes with the saved token (the provider refuses the access
+    // token it holds): no reconnection needed.
+    sandbox.expire_access_tokens(Provider::Microsoft);
     let daemon = setup.spawn_daemon(None, &envs);
     let second_pid = daemon.pid();
     wait_for_rows(&setup, "token.refreshed", 2).await;
@@ -319,6 +324,9 @@ async fn refreshed_tokens_that_cannot_be_saved_are_not_used_until_they_are() {
     connected(&setup, &bus, "microsoft", "calendar").await;
     let first = vault(&bus).token("microsoft").await.expect("read").expect("a token");
     let first_refresh = first.refresh_token.expect("a refresh token").expose_secret().to_owned();
+    // The connected token is due at once; the refreshed one lasts, so one refresh serves the
+    // whole sync once it is saved.
+    sandbox.set_access_token_lifetime(Provider::Microsoft, Duration::from_secs(3600));
     // The refresh is slow, so that the keyring can be locked while it is under way.
     sandbox.fail_next(Provider::Microsoft, &[Failure::Slow]);
     let before = sandbox.stats(Provider::Microsoft);

@@ -119,6 +119,7 @@ pub async fn sync(
         }
     }
 
+    let mut first_error = None;
     for (label, stream) in &labelled {
         let stream_key = StreamKey::new(integration, dataset, label);
         if full {
@@ -129,13 +130,19 @@ pub async fn sync(
         let result =
             sync_stream(store, connector, tokens, &key, &stream_key, stream, &mut report, progress)
                 .await;
-        if let Err(error) = result {
-            fail(store, &stream_key, &error.to_string()).await;
-            return Err(error);
+        // One calendar that fails does not hold the others back; the run fails at the end.
+        match result {
+            Ok(()) => report.streams += 1,
+            Err(error) => {
+                fail(store, &stream_key, &error.to_string()).await;
+                first_error.get_or_insert(error);
+            }
         }
-        report.streams += 1;
     }
-    Ok(report)
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(report),
+    }
 }
 
 /// Syncs one stream page by page. While a page is sealed and stored, the next one is already
@@ -263,7 +270,12 @@ async fn seal(
     }
 }
 
-fn seal_record(key: &DataKey, record: Record) -> Result<datasets::Row, SyncError> {
+fn seal_record(key: &DataKey, mut record: Record) -> Result<datasets::Row, SyncError> {
+    // PostgreSQL's text and JSON types cannot hold U+0000, which a provider may send (an
+    // invitation's title, a tag of a local file): one such record must not block its stream.
+    for (_, text) in &mut record.personal {
+        without_nul(text);
+    }
     let fields: Vec<(&str, &str)> =
         record.personal.iter().map(|(name, text)| (*name, text.as_str())).collect();
     let sealed = field::encrypt_fields(key, &fields)?;
@@ -310,13 +322,25 @@ fn to_store_next(next: datapunk_connectors::Next) -> datasets::Next {
     }
 }
 
-fn to_store_track(track: datapunk_connectors::Track) -> datasets::Track {
+fn to_store_track(mut track: datapunk_connectors::Track) -> datasets::Track {
+    for text in
+        [&mut track.id, &mut track.name, &mut track.album].into_iter().chain(&mut track.artists)
+    {
+        without_nul(text);
+    }
     datasets::Track {
         id: track.id,
         name: track.name,
         artists: track.artists,
         album: track.album,
         duration_ms: track.duration_ms,
+    }
+}
+
+/// Replaces U+0000 with U+FFFD, the replacement character.
+fn without_nul(text: &mut String) {
+    if text.contains('\0') {
+        *text = text.replace('\0', "\u{FFFD}");
     }
 }
 

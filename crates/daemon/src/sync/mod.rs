@@ -11,7 +11,7 @@
 //! and no API call until the person acts; nothing runs on schedule while the vault is locked
 //! or unreachable. A dataset whose provider is unavailable (429, 5xx,
 //! no answer) is tried again after a backoff that starts at 30 s, doubles, honours
-//! the provider's `Retry-After`, and never exceeds the interval. One dataset syncs at a time.
+//! the provider's `Retry-After`, and otherwise never exceeds the interval. One dataset syncs at a time.
 //!
 //! Every sync of a dataset is audited as `sync.run`, with counts (added, updated, deleted,
 //! pages) and never contents.
@@ -258,11 +258,11 @@ impl Syncer {
     }
 }
 
-/// The wait after `failures` failures in a row: from [`RETRY_FIRST`], doubling, at least what
-/// the provider `asked`, at most the `interval`.
+/// The wait after `failures` failures in a row: from [`RETRY_FIRST`], doubling up to the
+/// `interval`, and never shorter than what the provider `asked` for.
 fn retry_wait(failures: u32, asked: Option<Duration>, interval: Duration) -> Duration {
     let doubled = RETRY_FIRST.saturating_mul(1 << failures.saturating_sub(1).min(16));
-    doubled.max(asked.unwrap_or(Duration::ZERO)).min(interval)
+    doubled.min(interval).max(asked.unwrap_or(Duration::ZERO))
 }
 
 /// A failed sync: what it did before failing, the failure in words (never a value), and for a
@@ -327,12 +327,19 @@ pub(crate) async fn run(shared: Arc<Shared>, syncer: Arc<Syncer>, mut stop: watc
         let all = match list(&shared).await {
             Ok(all) => all,
             Err(error) => {
+                // The schedule (backoffs, a provider's Retry-After) stays as it is.
                 tracing::warn!(%error, "could not read the integrations; trying again shortly");
-                Vec::new()
+                tokio::select! {
+                    () = tokio::time::sleep(LOOK_AGAIN) => continue,
+                    _ = stop.changed() => return,
+                }
             }
         };
+        // Forget what is gone; `""` is the check of an integration with nothing to sync.
         schedule.retain(|(name, set), _| {
-            all.iter().any(|i| &i.name == name && i.datasets.iter().any(|d| &d.name == set))
+            all.iter().any(|i| {
+                &i.name == name && (set.is_empty() || i.datasets.iter().any(|d| &d.name == set))
+            })
         });
         let mut worked = false;
         // A locked or unreachable vault holds the tokens and keys: nothing can run until it is
@@ -459,13 +466,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retries_double_honour_retry_after_and_stay_within_the_interval() {
+    fn retries_double_up_to_the_interval_and_honour_retry_after() {
         let hour = Duration::from_secs(3600);
         assert_eq!(retry_wait(1, None, hour), Duration::from_secs(30));
         assert_eq!(retry_wait(3, None, hour), Duration::from_secs(120));
         assert_eq!(retry_wait(40, None, hour), hour);
         assert_eq!(retry_wait(1, Some(Duration::from_secs(600)), hour), Duration::from_secs(600));
-        assert_eq!(retry_wait(1, Some(2 * hour), hour), hour);
+        assert_eq!(retry_wait(1, Some(2 * hour), hour), 2 * hour, "the provider's wait wins");
     }
 
     #[test]
