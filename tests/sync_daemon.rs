@@ -390,6 +390,30 @@ async fn datasets_not_consented_or_not_granted_are_never_requested() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(count("google").await, 0, "the synced rows went with the integration");
     assert!(count("spotify").await > 0);
+
+    // Without its data key nothing can be stored: the sync fails, and status shows it.
+    let output = setup
+        .command("datapunk")
+        .args(["keys", "destroy", "spotify", "--yes"])
+        .env("DBUS_SESSION_BUS_ADDRESS", bus.address())
+        .output()
+        .expect("run datapunk keys destroy");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let runs = sync(&setup, &["spotify", "--dataset", "recently-played"]);
+    assert_eq!(runs[0]["outcome"], "failure", "{runs:?}");
+    assert!(runs[0]["error"].as_str().is_some_and(|e| e.contains("no data key")), "{runs:?}");
+    let status: Value =
+        serde_json::from_str(&setup.cli_ok(&["status", "--json"])).expect("the status");
+    let spotify = status["integrations"]
+        .as_array()
+        .and_then(|all| all.iter().find(|i| i["name"] == "spotify"))
+        .expect("spotify in the status");
+    let played = spotify["datasets"]
+        .as_array()
+        .and_then(|all| all.iter().find(|d| d["name"] == "recently-played"))
+        .expect("recently-played in the status");
+    assert_eq!(played["outcome"], "failure", "{played}");
+    assert!(played["error"].as_str().is_some_and(|e| e.contains("no data key")), "{played}");
     daemon.stop();
 }
 

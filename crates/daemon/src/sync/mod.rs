@@ -209,6 +209,51 @@ impl Syncer {
         started: std::time::Instant,
         progress: &(dyn Fn(SyncProgress) + Send + Sync),
     ) -> Result<dataset::Report, Failed> {
+        let name = integration.name.as_str();
+        let (connector, key) = match self.prepare(integration, dataset).await {
+            Ok(prepared) => prepared,
+            Err(failed) => {
+                // Recorded on the dataset's first stream, so that `datapunk status` shows it.
+                if let Some(set) = datapunk_store::datasets::Dataset::from_name(dataset) {
+                    let stream = datapunk_store::datasets::StreamKey::new(name, set, "");
+                    let recorded = async {
+                        let client = shared.database().store().client().await?;
+                        datapunk_store::datasets::record_failure(&client, &stream, &failed.1).await
+                    };
+                    if let Err(error) = recorded.await {
+                        tracing::warn!(%error, "could not record a sync failure");
+                    }
+                }
+                return Err(failed);
+            }
+        };
+        let tokens = KeeperTokens { keeper: &self.keeper, name };
+        let on_page = |report: &dataset::Report| {
+            progress(SyncProgress {
+                integration: name.to_owned(),
+                dataset: dataset.to_owned(),
+                pages: report.pages,
+                records: report.records(),
+                elapsed_ms: dataset::elapsed_ms(started),
+            });
+        };
+        let store = shared.database().store();
+        let mut partial = dataset::Report::default();
+        let mut tracked = |report: &dataset::Report| {
+            partial = report.clone();
+            on_page(report);
+        };
+        dataset::sync(store, &connector, &tokens, key, name, full, &mut tracked)
+            .await
+            .map_err(|error| (partial.clone(), error.to_string(), error.retry()))
+    }
+
+    /// The connector and the data key a dataset's sync needs.
+    async fn prepare(
+        &self,
+        integration: &Integration,
+        dataset: &str,
+    ) -> Result<(Connector, Arc<datapunk_vault::key::DataKey>), Failed> {
         let empty = |error: String| (dataset::Report::default(), error, None);
         let name = integration.name.as_str();
         let provider: Provider = integration.provider.parse().map_err(|e| empty(format!("{e}")))?;
@@ -236,25 +281,7 @@ impl Syncer {
                 ));
             }
         };
-        let tokens = KeeperTokens { keeper: &self.keeper, name };
-        let on_page = |report: &dataset::Report| {
-            progress(SyncProgress {
-                integration: name.to_owned(),
-                dataset: dataset.to_owned(),
-                pages: report.pages,
-                records: report.records(),
-                elapsed_ms: dataset::elapsed_ms(started),
-            });
-        };
-        let store = shared.database().store();
-        let mut partial = dataset::Report::default();
-        let mut tracked = |report: &dataset::Report| {
-            partial = report.clone();
-            on_page(report);
-        };
-        dataset::sync(store, &connector, &tokens, key, name, full, &mut tracked)
-            .await
-            .map_err(|error| (partial.clone(), error.to_string(), error.retry()))
+        Ok((connector, key))
     }
 }
 
