@@ -589,3 +589,109 @@ async fn removing_an_integration_or_a_stream_removes_its_rows_and_state() {
         .get(0);
     assert_eq!(left, 0);
 }
+
+/// Every column of a table but the time of writing, per row, as text.
+async fn stored_rows(client: &Client, table: &str, stream: &str) -> Vec<String> {
+    client
+        .query(
+            &format!(
+                "SELECT (to_jsonb(t) - 'synced_at' - 'stream' - 'seen_round')::text
+                 FROM datapunk.{table} t WHERE stream = $1 ORDER BY provider_id"
+            ),
+            &[&stream],
+        )
+        .await
+        .expect("read the rows")
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn rows_new_to_a_full_round_are_copied_in_exactly_as_an_incremental_round_writes_them() {
+    let (_db, mut app) = database().await;
+    let mut series = event("occurrence", 3);
+    series.columns = Columns::Event {
+        starts_at: None,
+        ends_at: Some(datetime!(2026-03-03 00:00 UTC)),
+        all_day: true,
+        status: "cancelled".to_owned(),
+        series_id: Some("master".to_owned()),
+        kind: "exception".to_owned(),
+    };
+    series.updated_at = None;
+    let saved = Row {
+        provider_id: "t-9".into(),
+        updated_at: None,
+        columns: Columns::SavedTrack {
+            added_at: datetime!(2025-12-24 18:00:00.123 UTC),
+            track: track("t-9"),
+        },
+        sealed: vec![0, 159, 255],
+        digest: vec![7; 32],
+    };
+    let playlist = |public| Row {
+        provider_id: format!("pl-{public:?}"),
+        updated_at: None,
+        columns: Columns::Playlist {
+            snapshot_id: "snap ☀️".into(),
+            entries: 0,
+            public,
+            collaborative: false,
+        },
+        sealed: vec![1],
+        digest: vec![2; 32],
+    };
+    let contact = Row {
+        provider_id: "people/c1".into(),
+        updated_at: Some(datetime!(2026-01-01 0:00:00.000001 UTC)),
+        columns: Columns::Contact,
+        sealed: vec![3; 5000],
+        digest: vec![3; 32],
+    };
+    let cases = [
+        (Dataset::Calendar, "google", "calendar_events", vec![event("single", 1), series]),
+        (Dataset::Contacts, "google", "contacts", vec![contact]),
+        (Dataset::SavedTracks, "spotify", "saved_tracks", vec![saved]),
+        (Dataset::Playlists, "spotify", "playlists", vec![playlist(None), playlist(Some(true))]),
+    ];
+
+    for (dataset, integration, table, rows) in cases {
+        // "copied": a full round over an empty stream. "upserted": an incremental round.
+        let copied = StreamKey::new(integration, dataset, "copied");
+        let counts = full_round(&mut app, &copied, rows.clone()).await;
+        assert_eq!(counts.added, rows.len() as u64, "{table}");
+        let upserted = StreamKey::new(integration, dataset, "upserted");
+        let round = datasets::open_stream(&app, &upserted).await.expect("open").round;
+        let done = Next::Done { sync_token: Some("t".into()), full: false };
+        datasets::apply_page(&mut app, &upserted, round, &page(rows.clone(), &[], done))
+            .await
+            .expect("an incremental page");
+
+        let by_copy = stored_rows(&app, table, "copied").await;
+        assert_eq!(by_copy.len(), rows.len(), "{table}");
+        assert_eq!(by_copy, stored_rows(&app, table, "upserted").await, "{table}");
+    }
+}
+
+#[tokio::test]
+async fn a_full_round_copies_new_rows_and_upserts_known_ones_in_the_same_page() {
+    let (_db, mut app) = database().await;
+    let key = calendar("primary");
+    full_round(&mut app, &key, vec![event("known", 1), event("same", 1)]).await;
+
+    let counts =
+        full_round(&mut app, &key, vec![event("known", 2), event("same", 1), event("new", 1)])
+            .await;
+
+    assert_eq!((counts.added, counts.updated, counts.unchanged), (1, 1, 1));
+    assert_eq!(ids(&app, "primary").await, ["known", "new", "same"]);
+    let digests: Vec<(String, Vec<u8>)> = app
+        .query("SELECT provider_id, digest FROM datapunk.calendar_events ORDER BY provider_id", &[])
+        .await
+        .expect("read")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(digests[0], ("known".to_owned(), vec![2; 32]));
+}

@@ -3,10 +3,12 @@
 //! `datapunk_app`.
 //!
 //! The full sync reads 100,000 Google Calendar events over three calendars, 20,000 Google
-//! contacts and 50,000 Spotify saved tracks, and is reported in records per second. Beside it
-//! stands its ceiling: binary `COPY` of the very rows the sync stored, sealed and digested,
-//! into new tables shaped like the dataset tables, indexes included; best of three. The target
-//! is a full sync at least half as fast as that COPY.
+//! contacts and 50,000 Spotify saved tracks, and is reported in records per second; it runs
+//! three times, each into accounts of its own, and the fastest run counts. Beside it stands its
+//! ceiling: binary `COPY` of the very rows that run stored, sealed and digested, into new tables
+//! shaped like the dataset tables, indexes and storage settings included (foreign keys are
+//! not: the ceiling is the stricter for it); fastest of three too. The target is a full sync
+//! at least half as fast as that COPY.
 //!
 //! The incremental sync changes one event in the sandbox and syncs the calendar again, three
 //! times over; the median counts. It is reported as wall time, the SQL statements the daemon's
@@ -157,31 +159,40 @@ async fn bench(cluster: &Cluster) {
          ready in {:.1} s",
         secs(started.elapsed())
     );
-    let connected = [
-        connect(&sandbox, &mut superuser, Provider::Google, &["calendar", "contacts"]).await,
-        connect(&sandbox, &mut superuser, Provider::Spotify, &["saved-tracks"]).await,
-    ];
-    let connection = |provider| {
-        connected.iter().find(|c| c.provider == provider).expect("every provider is connected")
-    };
     let connector = |measured: &Measured| {
         let endpoints = endpoints(&sandbox, measured.provider);
         Connector::new(measured.provider, measured.dataset, &endpoints, &Options::default())
             .expect("a connector for a dataset of the provider")
     };
 
-    let mut full = Vec::new();
-    for measured in &DATASETS {
-        let connected = connection(measured.provider);
-        reset_statements(&superuser).await;
-        let started = Instant::now();
-        let report = sync(&store, &connector(measured), connected).await;
-        let elapsed = started.elapsed();
-        let executing = statements(&superuser).await.executing;
-        let costliest = costliest(&superuser).await;
-        full.push(Full { report, elapsed, executing, costliest });
+    // Each run syncs everything afresh into accounts of its own, beside the rows of the runs
+    // before; the fastest run counts, as the fastest COPY does.
+    let mut runs = Vec::new();
+    for run in 0..RUNS {
+        let connected = [
+            connect(&sandbox, &mut superuser, Provider::Google, &["calendar", "contacts"], run)
+                .await,
+            connect(&sandbox, &mut superuser, Provider::Spotify, &["saved-tracks"], run).await,
+        ];
+        let mut full = Vec::new();
+        for measured in &DATASETS {
+            let connected = by_provider(&connected, measured.provider);
+            reset_statements(&superuser).await;
+            let started = Instant::now();
+            let report = sync(&store, &connector(measured), connected).await;
+            let elapsed = started.elapsed();
+            let executing = statements(&superuser).await.executing;
+            let costliest = costliest(&superuser).await;
+            full.push(Full { report, elapsed, executing, costliest });
+        }
+        let total: Duration = full.iter().map(|f| f.elapsed).sum();
+        println!("  run {}: {:.2} s", run + 1, secs(total));
+        runs.push((total, connected, full));
     }
-    let sync_ratio = print_full(&superuser, &full).await;
+    runs.sort_by_key(|(total, _, _)| *total);
+    let (_, connected, full) = runs.swap_remove(0);
+    let connection = |provider| by_provider(&connected, provider);
+    let sync_ratio = print_full(&superuser, &full, &connected).await;
 
     let calendar = connector(&DATASETS[0]);
     let google = connection(Provider::Google);
@@ -246,9 +257,15 @@ async fn bench(cluster: &Cluster) {
     );
 }
 
-/// Prints the full sync's figures and the COPY ceiling; returns the ratio of their rates.
-async fn print_full(superuser: &Client, full: &[Full]) -> f64 {
-    println!("full sync (sync::dataset::sync, one dataset after the other)");
+/// The account of `provider` among `connected`.
+fn by_provider(connected: &[Connected], provider: Provider) -> &Connected {
+    connected.iter().find(|c| c.provider == provider).expect("every provider is connected")
+}
+
+/// Prints the fastest full sync's figures and the COPY ceiling for its rows; returns the ratio
+/// of their rates.
+async fn print_full(superuser: &Client, full: &[Full], connected: &[Connected]) -> f64 {
+    println!("full sync (sync::dataset::sync, one dataset after the other), fastest of {RUNS}");
     for (measured, full) in DATASETS.iter().zip(full) {
         let records = full.report.records();
         println!(
@@ -272,7 +289,7 @@ async fn print_full(superuser: &Client, full: &[Full]) -> f64 {
         "binary COPY of the stored rows (sealed and digested) into new tables LIKE the dataset \
          tables INCLUDING ALL, best of {RUNS}"
     );
-    let (rows, copy_elapsed) = copy_ceiling(superuser).await;
+    let (rows, copy_elapsed) = copy_ceiling(superuser, connected).await;
     let copy_rate = rows as f64 / secs(copy_elapsed);
     println!(
         "  {:<13}{rows:>8} rows {:>23.2} s {copy_rate:>9.0} rows/s",
@@ -286,10 +303,14 @@ async fn print_full(superuser: &Client, full: &[Full]) -> f64 {
 
 /// Copies each dataset table's rows out, then times binary COPY of them into new tables of the
 /// same shape; prints each table's best and returns the rows and the best total time.
-async fn copy_ceiling(superuser: &Client) -> (u64, Duration) {
+async fn copy_ceiling(superuser: &Client, connected: &[Connected]) -> (u64, Duration) {
     let mut data = Vec::new();
     for measured in &DATASETS {
-        let sql = format!("COPY datapunk.{} TO STDOUT (FORMAT binary)", measured.table);
+        let sql = format!(
+            "COPY (SELECT * FROM datapunk.{} WHERE integration = '{}') TO STDOUT (FORMAT binary)",
+            measured.table,
+            by_provider(connected, measured.provider).name
+        );
         let mut out = pin!(superuser.copy_out(&sql).await.expect("start COPY TO"));
         let mut bytes = Vec::new();
         while let Some(chunk) = out.next().await {
@@ -509,6 +530,7 @@ async fn connect(
     superuser: &mut Client,
     provider: Provider,
     datasets: &[&str],
+    run: usize,
 ) -> Connected {
     let endpoints = endpoints(sandbox, provider);
     let client = sandbox.client(sandboxed(provider));
@@ -543,7 +565,7 @@ async fn connect(
         .await
         .expect("the code is exchanged");
 
-    let name = format!("bench-{}", provider.as_str());
+    let name = format!("bench-{}-{run}", provider.as_str());
     let integration = Integration {
         name: name.clone(),
         provider: provider.as_str().to_owned(),

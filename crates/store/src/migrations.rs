@@ -43,6 +43,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "datasets",
         sql: include_str!("../migrations/0005_datasets.sql"),
     },
+    Migration {
+        version: 6,
+        name: "sealed_storage",
+        sql: include_str!("../migrations/0006_sealed_storage.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

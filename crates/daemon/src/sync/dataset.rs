@@ -17,6 +17,8 @@ use datapunk_store::Store;
 use datapunk_store::datasets::{self, Dataset, StreamKey};
 use datapunk_vault::field;
 use datapunk_vault::key::DataKey;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinHandle;
 
 /// How often a stream's round may start over after the provider dropped its sync token,
 /// within one sync. A second drop in a row is an error, not a loop.
@@ -63,6 +65,9 @@ pub enum SyncError {
     /// The connector names a dataset the store has no table for.
     #[error("no table for dataset {0:?}")]
     UnknownDataset(&'static str),
+    /// Reading the provider's pages stopped without saying why.
+    #[error("reading the provider's pages stopped unexpectedly")]
+    Stopped,
 }
 
 impl SyncError {
@@ -145,10 +150,13 @@ pub async fn sync(
     }
 }
 
-/// Syncs one stream page by page. While a page is sealed and stored, the next one is already
-/// being fetched: the provider's answer time and the database's write time overlap. The
-/// prefetched page is used only once the one before it is stored with its cursor, so that a
-/// crash or a refusal never skips a page.
+/// Syncs one stream page by page, in three overlapping stages: the provider's pages are read
+/// one after the other, each is sealed on a blocking thread as soon as it arrives, and the
+/// database stores them in order, each with the cursor that follows it. Pages that are sealed
+/// and waiting when the database is free again are stored together in one transaction, with
+/// the cursor of the last: a slow database writes fewer, larger transactions, a slow provider
+/// gets each page stored as it comes. A crash or a refusal never skips a page, since a cursor
+/// is only stored with the pages before it.
 #[allow(clippy::too_many_arguments)]
 async fn sync_stream(
     store: &Store,
@@ -161,67 +169,157 @@ async fn sync_stream(
     progress: &mut (dyn FnMut(&Report) + Send),
 ) -> Result<(), SyncError> {
     let mut client = store.client().await?;
-    let mut state = datasets::open_stream(&client, stream_key).await?;
-    let mut resyncs = 0;
-    let mut fetched = connector.fetch(tokens, stream, &to_connector(&state.cursor)).await;
     loop {
-        let page = match fetched {
+        let state = datasets::open_stream(&client, stream_key).await?;
+        let (sender, receiver) = mpsc::channel(STEPS);
+        let read =
+            read(connector, tokens, Arc::clone(key), stream, to_connector(&state.cursor), sender);
+        let write = write(&mut client, stream_key, state.round, receiver, report, progress);
+        match tokio::join!(read, write).1 {
+            // Another sync of the same stream moved the round on: start from what it left.
+            Err(SyncError::Store(datapunk_store::Error::RoundChanged { .. })) => continue,
+            result => return result,
+        }
+    }
+}
+
+/// How many records may be read and sealed ahead of the database.
+const AHEAD: u32 = 5_000;
+/// How many steps may wait for the database, whatever their size.
+const STEPS: usize = 64;
+
+/// What the reading stage hands the database stage.
+enum Step {
+    /// A page, being sealed; `ahead` holds its share of [`AHEAD`] until it is stored.
+    Page { sealing: JoinHandle<Result<datasets::Page, SyncError>>, ahead: OwnedSemaphorePermit },
+    /// The provider dropped the sync token: the round starts over, from the start.
+    Restart { reason: String },
+    /// Reading failed; what came before is stored, then the sync stops with this.
+    Failed(SyncError),
+}
+
+/// Reads the stream's pages from `cursor` on and hands each to `steps`, sealing, until the
+/// round's last page, a failure, or the database stage stops listening.
+async fn read(
+    connector: &Connector,
+    tokens: &impl TokenSource,
+    key: Arc<DataKey>,
+    stream: &datapunk_connectors::Stream,
+    mut cursor: datapunk_connectors::Cursor,
+    steps: mpsc::Sender<Step>,
+) {
+    let ahead = Arc::new(Semaphore::new(AHEAD as usize));
+    let mut resyncs = 0;
+    loop {
+        let page = match connector.fetch(tokens, stream, &cursor).await {
             Ok(page) => page,
             Err(FetchError::ResyncRequired { reason }) if resyncs < RESYNCS => {
+                resyncs += 1;
+                if steps.send(Step::Restart { reason }).await.is_err() {
+                    return;
+                }
+                cursor = datapunk_connectors::Cursor::Start;
+                continue;
+            }
+            Err(error) => {
+                // Nobody listens only when the database stage stopped first, with its error.
+                let _ = steps.send(Step::Failed(error.into())).await;
+                return;
+            }
+        };
+        let next = match &page.next {
+            datapunk_connectors::Next::More(cursor) => Some(cursor.clone()),
+            datapunk_connectors::Next::Done { .. } => None,
+        };
+        let share = u32::try_from(page.upserts.len()).unwrap_or(AHEAD).clamp(1, AHEAD);
+        let Ok(permit) = Arc::clone(&ahead).acquire_many_owned(share).await else {
+            return;
+        };
+        let key = Arc::clone(&key);
+        let sealing = tokio::task::spawn_blocking(move || seal(&key, page));
+        if steps.send(Step::Page { sealing, ahead: permit }).await.is_err() {
+            return;
+        }
+        match next {
+            Some(next) => cursor = next,
+            None => return,
+        }
+    }
+}
+
+/// Stores the pages `steps` brings in order, joining those already sealed and waiting, until
+/// the round's last page is stored or a step fails.
+async fn write(
+    client: &mut tokio_postgres::Client,
+    stream_key: &StreamKey,
+    mut round: i64,
+    mut steps: mpsc::Receiver<Step>,
+    report: &mut Report,
+    progress: &mut (dyn FnMut(&Report) + Send),
+) -> Result<(), SyncError> {
+    let mut waiting = None;
+    loop {
+        let step = match waiting.take() {
+            Some(step) => step,
+            // The reading stage always ends with a last page or a failure; ending without
+            // one means it panicked, which the join re-raises.
+            None => steps.recv().await.ok_or(SyncError::Stopped)?,
+        };
+        let mut held = Vec::new();
+        let mut page = match step {
+            Step::Page { sealing, ahead } => {
+                held.push(ahead);
+                sealed(sealing).await?
+            }
+            Step::Restart { reason } => {
                 tracing::info!(
                     integration = stream_key.integration.as_str(),
                     dataset = stream_key.dataset.name(),
                     reason = reason.as_str(),
                     "the provider dropped the sync token; reading everything again"
                 );
-                resyncs += 1;
                 report.resyncs += 1;
-                state = datasets::restart_round(&mut client, stream_key).await?;
-                fetched = connector.fetch(tokens, stream, &to_connector(&state.cursor)).await;
+                round = datasets::restart_round(client, stream_key).await?.round;
                 continue;
             }
-            Err(error) => return Err(error.into()),
+            Step::Failed(error) => return Err(error),
         };
-        let next = match &page.next {
-            datapunk_connectors::Next::More(cursor) => Some(cursor.clone()),
-            datapunk_connectors::Next::Done { .. } => None,
-        };
-        let round = state.round;
-        let write = async {
-            let sealed = seal(Arc::clone(key), page).await?;
-            Ok::<_, SyncError>(datasets::apply_page(&mut client, stream_key, round, &sealed).await)
-        };
-        let prefetch = async {
-            match &next {
-                Some(cursor) => Some(connector.fetch(tokens, stream, cursor).await),
-                None => None,
+        while page.upserts.len() < AHEAD as usize && matches!(page.next, datasets::Next::More(_)) {
+            match steps.try_recv() {
+                Ok(Step::Page { sealing, ahead }) if sealing.is_finished() => {
+                    held.push(ahead);
+                    page = page.then(sealed(sealing).await?);
+                }
+                Ok(step) => {
+                    waiting = Some(step);
+                    break;
+                }
+                Err(_) => break,
             }
-        };
-        let (written, prefetched) = tokio::join!(write, prefetch);
-        match written? {
-            Ok(counts) => {
-                report.added += counts.added;
-                report.updated += counts.updated;
-                report.deleted += counts.deleted;
-                report.unchanged += counts.unchanged;
-                report.pages += 1;
-                progress(report);
-            }
-            // Another sync of the same stream moved the round on: start from what it left.
-            Err(datapunk_store::Error::RoundChanged { .. }) => {
-                state = datasets::open_stream(&client, stream_key).await?;
-                fetched = connector.fetch(tokens, stream, &to_connector(&state.cursor)).await;
-                continue;
-            }
-            Err(error) => return Err(error.into()),
         }
-        match (next, prefetched) {
-            (Some(cursor), Some(result)) => {
-                state.cursor = to_store_cursor(cursor);
-                fetched = result;
-            }
-            _ => return Ok(()),
+
+        let last = matches!(page.next, datasets::Next::Done { .. });
+        let counts = datasets::apply_page(client, stream_key, round, &page).await?;
+        report.added += counts.added;
+        report.updated += counts.updated;
+        report.deleted += counts.deleted;
+        report.unchanged += counts.unchanged;
+        report.pages += held.len() as u64;
+        drop(held);
+        progress(report);
+        if last {
+            return Ok(());
         }
+    }
+}
+
+/// The outcome of a page's sealing; a panic there is re-raised here.
+async fn sealed(
+    sealing: JoinHandle<Result<datasets::Page, SyncError>>,
+) -> Result<datasets::Page, SyncError> {
+    match sealing.await {
+        Ok(result) => result,
+        Err(join) => std::panic::resume_unwind(join.into_panic()),
     }
 }
 
@@ -246,28 +344,15 @@ fn label(key: &DataKey, id: &str) -> String {
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Seals a page's records on a blocking thread: encryption is the CPU-heavy part of a sync.
-async fn seal(
-    key: Arc<DataKey>,
-    page: datapunk_connectors::Page,
-) -> Result<datasets::Page, SyncError> {
-    let sealed = tokio::task::spawn_blocking(move || {
-        let upserts = page
-            .upserts
-            .into_iter()
-            .map(|record| seal_record(&key, record))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok::<_, SyncError>(datasets::Page {
-            upserts,
-            removals: page.removals,
-            next: to_store_next(page.next),
-        })
-    })
-    .await;
-    match sealed {
-        Ok(result) => result,
-        Err(join) => std::panic::resume_unwind(join.into_panic()),
-    }
+/// Seals a page's records: encryption is the CPU-heavy part of a sync, so this runs on a
+/// blocking thread.
+fn seal(key: &DataKey, page: datapunk_connectors::Page) -> Result<datasets::Page, SyncError> {
+    let upserts = page
+        .upserts
+        .into_iter()
+        .map(|record| seal_record(key, record))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(datasets::Page { upserts, removals: page.removals, next: to_store_next(page.next) })
 }
 
 fn seal_record(key: &DataKey, mut record: Record) -> Result<datasets::Row, SyncError> {

@@ -1,13 +1,20 @@
-//! Writing a page's rows: one statement per page, whose arrays PostgreSQL unnests, upserts
-//! by provider id and compares by digest, so that an unchanged row is neither rewritten nor
-//! locked.
+//! Writing a page's rows.
+//!
+//! Rows the table already holds go through one upsert statement per page, whose arrays
+//! PostgreSQL unnests, upserts by provider id and compares by digest, so that an unchanged row
+//! is neither rewritten nor locked. In a round that reads the whole collection, most rows are
+//! new (a first sync, or a stream added): those go in by binary `COPY`, which PostgreSQL
+//! inserts in batches and which costs about half of the upsert per row. The split is exact,
+//! not a guess: the stream's row lock, held by the caller, keeps other writers out between the
+//! lookup of the page's ids and the `COPY`.
 
 use std::collections::HashSet;
 
 use time::OffsetDateTime;
 use tokio_postgres::Transaction;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 
+use super::copy::Copy;
 use super::{Columns, Counts, Dataset, Row, StreamKey, Track, unsigned};
 use crate::Error;
 
@@ -21,8 +28,156 @@ pub(super) fn last_of_each_id(rows: &[Row]) -> Vec<&Row> {
     last
 }
 
-/// Writes `rows` with one statement; counts what was added, updated and left unchanged.
+/// Writes `rows`, which hold each provider id once; counts what was added, updated and left
+/// unchanged. In a `full` round, rows the stream does not hold yet are copied in and the rest
+/// upserted; otherwise everything is upserted with one statement.
 pub(super) async fn write_rows(
+    transaction: &Transaction<'_>,
+    key: &StreamKey,
+    round: i64,
+    full: bool,
+    rows: &[&Row],
+) -> Result<Counts, Error> {
+    if rows.iter().any(|row| !belongs(&row.columns, key.dataset)) {
+        return Err(mismatch(key.dataset));
+    }
+    if !full || rows.is_empty() || key.dataset == Dataset::RecentlyPlayed {
+        return upsert_rows(transaction, key, round, full, rows).await;
+    }
+
+    let held = held_ids(transaction, key, rows).await?;
+    let (stored, new): (Vec<&Row>, Vec<&Row>) =
+        rows.iter().partition(|row| held.contains(row.provider_id.as_str()));
+    let added = copy_rows(transaction, key, round, &new).await?;
+    let mut counts = upsert_rows(transaction, key, round, full, &stored).await?;
+    counts.added += added;
+    Ok(counts)
+}
+
+/// The ids of `rows` that the stream already holds.
+async fn held_ids(
+    transaction: &Transaction<'_>,
+    key: &StreamKey,
+    rows: &[&Row],
+) -> Result<HashSet<String>, Error> {
+    let ids: Vec<&str> = rows.iter().map(|row| row.provider_id.as_str()).collect();
+    // One primary-key lookup per id, as in the upsert: a join or `= ANY` may be planned as a
+    // scan of the stream's rows, which makes a long sync cost the square of its length.
+    let sql = format!(
+        "SELECT p.id FROM unnest($3::text[]) AS p (id)
+         WHERE (SELECT true FROM {} t
+                WHERE t.integration = $1 AND t.stream = $2 AND t.provider_id = p.id)",
+        key.dataset.table()
+    );
+    let held = transaction.query(&sql, &[&key.integration, &key.stream, &ids]).await?;
+    Ok(held.iter().map(|row| row.get(0)).collect())
+}
+
+/// Inserts `rows`, none of which the stream holds, by binary `COPY`; returns how many.
+async fn copy_rows(
+    transaction: &Transaction<'_>,
+    key: &StreamKey,
+    round: i64,
+    rows: &[&Row],
+) -> Result<u64, Error> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let (columns, types) = copy_columns(key.dataset);
+    let sql = format!(
+        "COPY {} (integration, stream, provider_id, sealed, digest, seen_round, {columns})
+         FROM STDIN (FORMAT binary)",
+        key.dataset.table()
+    );
+    let types = [Type::TEXT, Type::TEXT, Type::TEXT, Type::BYTEA, Type::BYTEA, Type::INT8]
+        .into_iter()
+        .chain(types.iter().cloned())
+        .collect();
+    let mut copy = Copy::new(transaction, sql, types);
+
+    for row in rows {
+        let common: [&(dyn ToSql + Sync); 6] =
+            [&key.integration, &key.stream, &row.provider_id, &row.sealed, &row.digest, &round];
+        let values: Vec<&(dyn ToSql + Sync)> = match &row.columns {
+            Columns::Event { starts_at, ends_at, all_day, status, series_id, kind } => {
+                let specific: [&(dyn ToSql + Sync); 7] =
+                    [starts_at, ends_at, all_day, status, series_id, kind, &row.updated_at];
+                common.iter().chain(&specific).copied().collect()
+            }
+            Columns::Contact => common.iter().copied().chain([&row.updated_at as _]).collect(),
+            Columns::SavedTrack { added_at, track } => {
+                let specific: [&(dyn ToSql + Sync); 6] = [
+                    added_at,
+                    &track.id,
+                    &track.name,
+                    &track.artists,
+                    &track.album,
+                    &track.duration_ms,
+                ];
+                common.iter().chain(&specific).copied().collect()
+            }
+            Columns::Playlist { snapshot_id, entries, public, collaborative } => {
+                let specific: [&(dyn ToSql + Sync); 4] =
+                    [snapshot_id, entries, public, collaborative];
+                common.iter().chain(&specific).copied().collect()
+            }
+            // Plays are inserted by `upsert_rows`, which skips the ones already stored.
+            Columns::Play { .. } => return Err(mismatch(key.dataset)),
+        };
+        copy.row(&values)?;
+    }
+    copy.finish().await
+}
+
+/// Whether `columns` are those of `dataset`'s table.
+fn belongs(columns: &Columns, dataset: Dataset) -> bool {
+    matches!(
+        (columns, dataset),
+        (Columns::Event { .. }, Dataset::Calendar)
+            | (Columns::Contact, Dataset::Contacts)
+            | (Columns::Play { .. }, Dataset::RecentlyPlayed)
+            | (Columns::SavedTrack { .. }, Dataset::SavedTracks)
+            | (Columns::Playlist { .. }, Dataset::Playlists)
+    )
+}
+
+fn mismatch(dataset: Dataset) -> Error {
+    Error::InvalidRecords {
+        dataset: dataset.name().to_owned(),
+        reason: "a row's columns belong to another dataset".to_owned(),
+    }
+}
+
+/// The dataset's own columns in a `COPY`, and their types.
+fn copy_columns(dataset: Dataset) -> (&'static str, &'static [Type]) {
+    match dataset {
+        Dataset::Calendar => (
+            "starts_at, ends_at, all_day, status, series_id, kind, updated_at",
+            &[
+                Type::TIMESTAMPTZ,
+                Type::TIMESTAMPTZ,
+                Type::BOOL,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TIMESTAMPTZ,
+            ],
+        ),
+        Dataset::Contacts => ("updated_at", &[Type::TIMESTAMPTZ]),
+        Dataset::SavedTracks => (
+            "added_at, track_id, track_name, artists, album, duration_ms",
+            &[Type::TIMESTAMPTZ, Type::TEXT, Type::TEXT, Type::TEXT_ARRAY, Type::TEXT, Type::INT8],
+        ),
+        Dataset::Playlists => (
+            "snapshot_id, entries, public, collaborative",
+            &[Type::TEXT, Type::INT8, Type::BOOL, Type::BOOL],
+        ),
+        Dataset::RecentlyPlayed => ("", &[]),
+    }
+}
+
+/// Writes `rows` with one upsert statement; counts what was added, updated and left unchanged.
+async fn upsert_rows(
     transaction: &Transaction<'_>,
     key: &StreamKey,
     round: i64,
@@ -32,10 +187,7 @@ pub(super) async fn write_rows(
     if rows.is_empty() {
         return Ok(Counts::default());
     }
-    let mismatch = || Error::InvalidRecords {
-        dataset: key.dataset.name().to_owned(),
-        reason: "a row's columns belong to another dataset".to_owned(),
-    };
+    let mismatch = || mismatch(key.dataset);
     let ids: Vec<&str> = rows.iter().map(|row| row.provider_id.as_str()).collect();
     let sealed: Vec<&[u8]> = rows.iter().map(|row| row.sealed.as_slice()).collect();
     let digests: Vec<&[u8]> = rows.iter().map(|row| row.digest.as_slice()).collect();
