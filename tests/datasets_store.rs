@@ -695,3 +695,52 @@ async fn a_full_round_copies_new_rows_and_upserts_known_ones_in_the_same_page() 
         .collect();
     assert_eq!(digests[0], ("known".to_owned(), vec![2; 32]));
 }
+
+#[tokio::test]
+async fn a_disconnect_during_a_page_leaves_none_of_it_behind_and_refuses_the_next() {
+    let (db, mut app) = database().await;
+    let key = calendar("primary");
+    full_round(&mut app, &key, vec![event("old", 1)]).await;
+    // The page in flight takes a second to write its rows.
+    let admin = cluster().admin_client(&db).await;
+    admin
+        .batch_execute(
+            "CREATE FUNCTION datapunk.slow() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$;
+             CREATE TRIGGER slow AFTER INSERT ON datapunk.calendar_events
+                 FOR EACH STATEMENT EXECUTE FUNCTION datapunk.slow();",
+        )
+        .await
+        .expect("slow the writes down");
+    let round = datasets::open_stream(&app, &key).await.expect("open").round;
+    let mut syncing = connect(&db, "datapunk_app").await;
+    let in_flight = tokio::spawn(async move {
+        let next = Next::More(Cursor::Synced("t".into()));
+        let rows = vec![event("in-flight", 1)];
+        datasets::apply_page(&mut syncing, &calendar("primary"), round, &page(rows, &[], next))
+            .await
+            .map(|_| syncing)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // What `datapunk disconnect` does: revoke, then remove the data.
+    integrations::set_state(&app, "google", State::Revoked, None).await.expect("revoke");
+    let removed = datasets::remove_integration_data(&mut app, "google").await.expect("remove");
+
+    let mut syncing = in_flight.await.expect("the task").expect("the page began first");
+    assert_eq!(removed, 2, "the old row and the page in flight");
+    let left: i64 = app
+        .query_one("SELECT count(*) FROM datapunk.calendar_events", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(left, 0, "a page in flight was left behind");
+    let state = datasets::open_stream(&syncing, &key).await.expect("open").round;
+    let next = Next::More(Cursor::Synced("t".into()));
+    let err =
+        datasets::apply_page(&mut syncing, &key, state, &page(vec![event("late", 1)], &[], next))
+            .await
+            .expect_err("a revoked integration takes no page");
+    assert!(matches!(err, datapunk_store::Error::Disconnected { .. }), "{err:?}");
+    assert!(ids(&app, "primary").await.is_empty());
+}

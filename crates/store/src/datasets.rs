@@ -382,7 +382,8 @@ pub async fn open_stream(client: &Client, key: &StreamKey) -> Result<StreamState
 ///
 /// # Errors
 ///
-/// [`Error::RoundChanged`] when the stream is no longer at `round`;
+/// [`Error::RoundChanged`] when the stream is no longer at `round`; [`Error::Disconnected`]
+/// when the integration was revoked;
 /// [`Error::InvalidRecords`] when a row's columns belong to another dataset; otherwise when
 /// the database refuses. Nothing of the page is stored then.
 pub async fn apply_page(
@@ -530,11 +531,17 @@ pub async fn remove_stream(client: &mut Client, key: &StreamKey) -> Result<u64, 
 /// Removes everything synced for `integration`: the rows of every dataset and the sync state,
 /// in one transaction. Returns the number of rows removed. The integration itself stays.
 ///
+/// Mark the integration revoked first: pages are refused from then on, and this waits for the
+/// one being written, if any, so that nothing of a running sync is left behind.
+///
 /// # Errors
 ///
 /// When the database refuses.
 pub async fn remove_integration_data(client: &mut Client, integration: &str) -> Result<u64, Error> {
     let transaction = client.transaction().await?;
+    transaction
+        .execute("SELECT FROM datapunk.integrations WHERE name = $1 FOR UPDATE", &[&integration])
+        .await?;
     let mut removed = 0;
     for dataset in Dataset::ALL {
         let sql = format!("DELETE FROM {} WHERE integration = $1", dataset.table());
@@ -552,6 +559,11 @@ pub async fn remove_integration_data(client: &mut Client, integration: &str) -> 
 
 /// Takes the stream's row lock until the transaction ends, so that one sync at a time writes
 /// to a stream, and checks that it is still at `round`.
+///
+/// The integration's row is share-locked too and must not be revoked: `datapunk disconnect`
+/// marks it revoked before it removes the data, so its update waits for a page being written
+/// and every later page is refused. Without that, a page in flight when the data was removed
+/// would be left behind.
 async fn lock_round(
     transaction: &Transaction<'_>,
     key: &StreamKey,
@@ -559,12 +571,17 @@ async fn lock_round(
 ) -> Result<(), Error> {
     let stored = transaction
         .query_opt(
-            "SELECT round FROM datapunk.sync_streams
-             WHERE integration = $1 AND dataset = $2 AND stream = $3 FOR UPDATE",
+            "SELECT s.round, i.state = 'revoked'
+             FROM datapunk.sync_streams s JOIN datapunk.integrations i ON i.name = s.integration
+             WHERE s.integration = $1 AND s.dataset = $2 AND s.stream = $3
+             FOR UPDATE OF s FOR SHARE OF i",
             &[&key.integration, &key.dataset.name(), &key.stream],
         )
         .await?;
     match stored {
+        Some(row) if row.get::<_, bool>(1) => {
+            Err(Error::Disconnected { integration: key.integration.clone() })
+        }
         Some(row) if row.get::<_, i64>(0) == round => Ok(()),
         _ => Err(key.error_round_changed(round)),
     }

@@ -148,6 +148,14 @@ pub enum Error {
         expected: i64,
     },
 
+    /// The integration was disconnected while a sync of it ran. Nothing of the page was
+    /// stored; the sync must stop.
+    #[error("{integration} was disconnected; its sync stops and stores nothing more")]
+    Disconnected {
+        /// The integration.
+        integration: String,
+    },
+
     /// Records handed to the store do not belong to the dataset they were written to. A bug in
     /// the caller: permanent.
     #[error("invalid records for dataset {dataset}: {reason}")]

@@ -75,6 +75,7 @@ impl SyncError {
     pub fn retry(&self) -> Option<Option<Duration>> {
         match self {
             Self::Fetch(FetchError::Throttled { retry_after }) => Some(*retry_after),
+            Self::Store(datapunk_store::Error::Disconnected { .. }) => None,
             Self::Fetch(FetchError::Unavailable { .. }) | Self::Store(_) => Some(None),
             Self::Fetch(FetchError::Token(_)) => Some(None),
             _ => None,
@@ -138,6 +139,11 @@ pub async fn sync(
         // One calendar that fails does not hold the others back; the run fails at the end.
         match result {
             Ok(()) => report.streams += 1,
+            // A disconnected integration's state is gone; recording the failure would bring
+            // a stream of it back.
+            Err(error @ SyncError::Store(datapunk_store::Error::Disconnected { .. })) => {
+                return Err(error);
+            }
             Err(error) => {
                 fail(store, &stream_key, &error.to_string()).await;
                 first_error.get_or_insert(error);
