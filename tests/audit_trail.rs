@@ -260,3 +260,75 @@ async fn a_running_daemon_refuses_to_append_past_a_rebuilt_chain() {
     assert_eq!(output.status.code(), Some(1), "the evidence must survive the reload");
     daemon.stop();
 }
+
+/// `datapunk backup report-failure` for `unit`, with `status` as the failed run's exit status:
+/// the cheapest audited command that needs no key.
+fn report_failure(setup: &Setup, unit: &str, status: u32) -> std::process::Command {
+    let mut command = setup.command("datapunk");
+    command.args([
+        "backup",
+        "report-failure",
+        "--unit",
+        unit,
+        "--exit-status",
+        &status.to_string(),
+    ]);
+    command
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_kept_while_the_database_was_down_join_the_chain_once_in_order() {
+    let cluster = datapunk_testkit::Cluster::start();
+    let db_name = cluster.unique_db_name("dp");
+    let setup = Setup::external_with(&db_name, &cluster.conninfo("datapunk_app", &db_name), "");
+    let admin = cluster.conninfo("postgres", "postgres");
+    assert!(setup.cli(&["db", "init", "--admin-url", &admin]).status.success());
+    let spool = setup.state_dir().join("audit-pending");
+
+    cluster.stop_server();
+    for status in 1..=5 {
+        let output = report_failure(&setup, "down.service", status).output().expect("run");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    }
+    let kept = std::fs::read(&spool).expect("the spool");
+    assert_eq!(kept.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count(), 5);
+
+    // Four commands at once, each finding the spool full: one of them appends it.
+    cluster.start_server();
+    let racing: Vec<_> = (0..4)
+        .map(|n| report_failure(&setup, "up.service", 10 + n).spawn().expect("start datapunk"))
+        .collect();
+    for child in racing {
+        let output = child.wait_with_output().expect("datapunk");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    }
+    assert!(!spool.exists(), "the spool was emptied");
+
+    // A flusher killed after its appends, before it emptied the spool, leaves it as it was:
+    // the next append must find those entries in the chain already.
+    std::fs::write(&spool, &kept).expect("put the spool back");
+    datapunk_testkit::account().chown(&spool);
+    let output = report_failure(&setup, "up.service", 20).output().expect("run");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(!spool.exists(), "the spool was emptied");
+
+    let rows: Vec<Value> = setup
+        .cli_ok(&["audit", "--action", "backup.failed", "--json"])
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON row"))
+        .collect();
+    let statuses: Vec<&str> =
+        rows.iter().map(|row| row["details"]["exit_status"].as_str().unwrap_or("")).collect();
+    assert_eq!(rows.len(), 10, "{statuses:?}");
+    assert_eq!(statuses[..5], ["1", "2", "3", "4", "5"], "the kept ones first, in order");
+    let mut ids: Vec<&str> = rows[..5]
+        .iter()
+        .map(|row| row["details"]["deferred"]["id"].as_str().expect("a deferred id"))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 5, "each kept event once");
+    assert!(rows[5..].iter().all(|row| row["details"].get("deferred").is_none()), "{rows:?}");
+    let verified = setup.cli_ok(&["audit", "verify"]);
+    assert!(verified.contains("intact"), "{verified}");
+}

@@ -9,14 +9,17 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use datapunk_sandbox::{Dataset as Provided, Population, Sandbox};
 use datapunk_store::datasets::{self, Dataset};
-use datapunk_testkit::{SessionBus, account};
+use datapunk_testkit::{Cluster, NotifySocket, SessionBus, account};
 use datapunk_tests::Setup;
 use datapunk_vault::field;
 use sandboxed::{connected, vault};
 use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 /// An installation with a GnuPG home holding a backup key (secret part included, so that
 /// verify and restore can decrypt), and `[backup]` configured to it.
@@ -33,6 +36,22 @@ impl Backups {
         let setup = Setup::external();
         assert!(setup.init().status.success());
         Self::on(setup)
+    }
+
+    /// An installation on `cluster`, a cluster of the test's own that it may stop.
+    fn on_own(cluster: &Cluster) -> Self {
+        let db_name = cluster.unique_db_name("dp");
+        let conninfo = cluster.conninfo("datapunk_app", &db_name);
+        let setup = Setup::external_with(&db_name, &conninfo, "");
+        let admin = cluster.conninfo("postgres", "postgres");
+        let init = setup.cli(&["db", "init", "--admin-url", &admin]);
+        assert!(init.status.success(), "{}", stderr(&init));
+        Self::on(setup)
+    }
+
+    /// The pending-audit spool.
+    fn spool(&self) -> PathBuf {
+        self.setup.state_dir().join("audit-pending")
     }
 
     fn on(setup: Setup) -> Self {
@@ -290,6 +309,145 @@ async fn failures_exit_non_zero_leave_no_file_and_are_audited() {
     assert_eq!(failed, expected);
 }
 
+/// The time of an audit row (`at`) or of a deferred event (`details.deferred.recorded_at`).
+fn time_of(value: &Value) -> OffsetDateTime {
+    let text = value.as_str().unwrap_or_else(|| panic!("no time in {value}"));
+    OffsetDateTime::parse(text, &Rfc3339).unwrap_or_else(|e| panic!("{text}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_database_stopped_create_fails_at_pg_dump_and_its_row_joins_the_trail_later() {
+    let cluster = Cluster::start();
+    let backups = Backups::on_own(&cluster);
+    let dir = backups.dir();
+
+    cluster.stop_server();
+    let output = backups.datapunk(&["backup", "create"]);
+
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(message.contains("backup failed: pg_dump failed: cannot connect"), "{message}");
+    assert!(message.contains("check that the server is running"), "{message}");
+    assert!(message.contains("no backup file was left"), "{message}");
+    assert_eq!(Backups::everything_in(&dir), Vec::<String>::new());
+    // The row could not be written: it waits in the spool, privately, with its time.
+    assert!(message.contains("backup.create waits in"), "{message}");
+    let spool = backups.spool();
+    assert_eq!(mode(&spool), 0o600);
+    assert_eq!(mode(&backups.setup.state_dir()), 0o700);
+    let kept: Vec<Value> = fs::read_to_string(&spool)
+        .expect("the spool")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0]["action"], "backup.create");
+    assert_eq!(kept[0]["outcome"], "failure");
+    assert_eq!(kept[0]["details"]["step"], "pg_dump");
+    let failed_at = time_of(&kept[0]["recorded_at"]);
+
+    cluster.start_server();
+    // Reading the trail appends nothing, and says what waits.
+    let listed = backups.datapunk(&["audit", "--action", "backup.create", "--json"]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    assert!(listed.stdout.is_empty(), "{}", String::from_utf8_lossy(&listed.stdout));
+    assert!(
+        stderr(&listed).contains("1 events recorded while the database"),
+        "{}",
+        stderr(&listed)
+    );
+    backups.create();
+
+    let rows = backups.events("backup.create");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let (deferred, made) = (&rows[0], &rows[1]);
+    assert_eq!(deferred["outcome"], "failure");
+    assert_eq!(deferred["details"]["step"], "pg_dump");
+    assert_eq!(deferred["details"]["deferred"]["id"], kept[0]["id"]);
+    assert_eq!(time_of(&deferred["details"]["deferred"]["recorded_at"]), failed_at);
+    assert!(failed_at < time_of(&deferred["at"]), "{deferred}");
+    assert_eq!(made["outcome"], "success");
+    assert!(!spool.exists(), "the spool was emptied");
+    let verified = backups.ok(&["audit", "verify"]);
+    assert!(verified.contains("audit chain intact"), "{verified}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn report_failure_records_how_the_failed_unit_ended() {
+    let backups = Backups::new();
+    let invocation = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
+    let output = backups
+        .command("datapunk")
+        .args(["backup", "report-failure", "--unit", "datapunk-backup.service"])
+        .env("MONITOR_SERVICE_RESULT", "exit-code")
+        .env("MONITOR_EXIT_CODE", "exited")
+        .env("MONITOR_EXIT_STATUS", "1")
+        .env("MONITOR_INVOCATION_ID", invocation)
+        .output()
+        .expect("run datapunk");
+
+    assert!(output.status.success(), "{}", stderr(&output));
+    let rows = backups.events("backup.failed");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["outcome"], "failure");
+    assert_eq!(rows[0]["component"], "cli");
+    let details = &rows[0]["details"];
+    assert_eq!(details["unit"], "datapunk-backup.service");
+    assert_eq!(details["result"], "exit-code");
+    assert_eq!(details["exit_code"], "exited");
+    assert_eq!(details["exit_status"], "1");
+    assert_eq!(details["invocation_id"], invocation);
+
+    // Without systemd's variables (a unit that never started has no exit status) the row
+    // says only which unit failed; what is not a unit name is refused and recorded nowhere.
+    backups.ok(&["backup", "report-failure", "--unit", "datapunk-backup.service"]);
+    let bad = backups.datapunk(&["backup", "report-failure", "--unit", "x; rm -rf ~"]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("is not a systemd unit name"), "{}", stderr(&bad));
+    let rows = backups.events("backup.failed");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1]["details"]["result"], Value::Null);
+    backups.ok(&["audit", "verify"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failure_reported_while_the_database_is_down_is_appended_when_the_daemon_starts() {
+    let cluster = Cluster::start();
+    let backups = Backups::on_own(&cluster);
+
+    cluster.stop_server();
+    let output = backups
+        .command("datapunk")
+        .args(["backup", "report-failure", "--unit", "datapunk-backup.service"])
+        .env("MONITOR_SERVICE_RESULT", "resources")
+        .output()
+        .expect("run datapunk");
+    // Kept for later is not a failure: the hook has done its part.
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("backup.failed waits in"), "{}", stderr(&output));
+
+    cluster.start_server();
+    let notify = NotifySocket::new();
+    let daemon = backups.setup.spawn_daemon(Some(&notify), &[]);
+    notify.wait_for_line("READY=1", Duration::from_secs(30));
+    daemon.stop();
+
+    let rows: Vec<Value> = backups
+        .ok(&["audit", "--json"])
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON row"))
+        .collect();
+    let position = |action: &str| rows.iter().position(|row| row["action"] == action);
+    let failed = position("backup.failed").unwrap_or_else(|| panic!("no backup.failed: {rows:?}"));
+    assert_eq!(rows[failed]["details"]["result"], "resources");
+    assert!(rows[failed]["details"]["deferred"]["recorded_at"].is_string(), "{}", rows[failed]);
+    // The daemon's first append, `config.loaded`, came after it.
+    assert!(position("config.loaded").is_some_and(|loaded| loaded > failed), "{rows:?}");
+    assert!(!backups.spool().exists());
+    backups.ok(&["audit", "verify"]);
+}
+
 /// A tmpfs of `size` mounted at `path` for the test account, unmounted when dropped.
 struct Tmpfs(PathBuf);
 
@@ -395,6 +553,43 @@ async fn restore_refuses_a_database_that_is_not_empty_without_yes() {
     let rows = backups.events("backup.restore");
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["outcome"], "failure");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restore_refuses_while_the_daemon_runs_and_goes_ahead_once_it_stopped() {
+    let backups = Backups::new();
+    let file = backups.create();
+    let admin_url = datapunk_testkit::cluster().conninfo("postgres", "postgres");
+    let restore =
+        ["backup", "restore", &file.to_string_lossy(), "--admin-url", &admin_url, "--yes"];
+    let notify = NotifySocket::new();
+    let daemon = backups.setup.spawn_daemon(Some(&notify), &[]);
+    notify.wait_for_line("READY=1", Duration::from_secs(30));
+
+    let output = backups.datapunk(&restore);
+
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    let running = format!("restore refused: datapunkd (pid {}) is running", daemon.pid());
+    assert!(message.contains(&running), "{message}");
+    assert!(message.contains("nothing was changed"), "{message}");
+    let rows = backups.events("backup.restore");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["outcome"], "denied");
+    // Nothing was replaced: the daemon's rows since the backup are still there, and the anchor
+    // was not set aside.
+    assert_eq!(backups.events("daemon.start").len(), 1);
+    let state = Backups::everything_in(&backups.setup.state_dir());
+    assert!(!state.iter().any(|name| name.contains("before-restore")), "{state:?}");
+
+    daemon.stop();
+    let output = backups.datapunk(&restore);
+
+    assert!(output.status.success(), "{}", stderr(&output));
+    let outcomes: Vec<Value> =
+        backups.events("backup.restore").iter().map(|row| row["outcome"].clone()).collect();
+    assert_eq!(outcomes, ["success"], "the restored trail ends at the backup, then the restore");
+    backups.ok(&["audit", "verify"]);
 }
 
 /// Per table, its row count and a checksum over every column of every row; of the audit

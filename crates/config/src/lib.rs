@@ -121,6 +121,11 @@ impl Daemon {
     pub fn audit_anchor(&self) -> PathBuf {
         self.state_dir.join("audit-head")
     }
+
+    /// The file where audit events wait while the database cannot be reached.
+    pub fn audit_spool(&self) -> PathBuf {
+        self.state_dir.join("audit-pending")
+    }
 }
 
 /// The `[log]` table.

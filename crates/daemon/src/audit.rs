@@ -18,10 +18,17 @@
 //!
 //! Neither the row nor the entry ever holds personal data or a secret: details are ids,
 //! counts and paths.
+//!
+//! When the database cannot be reached, [`Auditor::defer`] keeps the event in the
+//! pending-audit spool beside the anchor (see `datapunk_store::audit::spool`) as well as in
+//! journald; the next [`Auditor::record`], by whichever process, appends the kept events
+//! first, in order, each with the time it happened and its spool id in `details.deferred`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
+use datapunk_store::audit::spool::{self, Deferred, Spool};
 use datapunk_store::audit::{self, AnchorCheck, Appended, Event, HeadAnchor};
 use tokio_postgres::Client;
 use tracing::Dispatch;
@@ -32,6 +39,10 @@ use crate::logging;
 /// The syslog identifier of every audit entry in journald.
 pub const SYSLOG_IDENTIFIER: &str = "datapunkd";
 
+/// How long a process waits for another to finish with the spool. A flush appends a few rows,
+/// each waiting at most 2 s for the table's lock.
+const SPOOL_WAIT: Duration = Duration::from_secs(5);
+
 /// Appends audit events and mirrors them to journald.
 pub struct Auditor {
     uid: u32,
@@ -40,6 +51,9 @@ pub struct Auditor {
     /// someone removed it.
     anchored: AtomicBool,
     journal: Option<Dispatch>,
+    /// Where events wait while the database cannot be reached; `None` keeps them in journald
+    /// only.
+    spool: Option<Spool>,
 }
 
 /// Why an event could not be recorded in the database.
@@ -63,6 +77,20 @@ pub enum AuditError {
         /// What the comparison found.
         check: AnchorCheck,
     },
+    /// The pending-audit spool could not be read, written or emptied.
+    #[error("could not use the pending-audit spool")]
+    Spool(#[source] datapunk_store::Error),
+    /// This auditor keeps no spool (see [`Auditor::spooling_to`]).
+    #[error("no pending-audit spool is configured")]
+    NoSpool,
+}
+
+impl AuditError {
+    /// True when the append failed because the database could not be reached: the event is
+    /// then worth keeping in the spool.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Append(error) if error.is_retryable())
+    }
 }
 
 impl Auditor {
@@ -71,7 +99,20 @@ impl Auditor {
     pub fn new(uid: u32, anchor: PathBuf) -> Self {
         let journal = logging::journald_layer(SYSLOG_IDENTIFIER)
             .map(|layer| Dispatch::new(tracing_subscriber::registry().with(layer)));
-        Self { uid, anchor: HeadAnchor::new(anchor), anchored: AtomicBool::new(false), journal }
+        Self {
+            uid,
+            anchor: HeadAnchor::new(anchor),
+            anchored: AtomicBool::new(false),
+            journal,
+            spool: None,
+        }
+    }
+
+    /// This auditor, keeping the events it cannot append in the spool file `path` (see
+    /// [`Auditor::defer`]) and appending that file's events before its own.
+    pub fn spooling_to(mut self, path: PathBuf) -> Self {
+        self.spool = Some(Spool::new(path));
+        self
     }
 
     /// Compares the anchor file with the database: the row it names must still be there with
@@ -104,17 +145,88 @@ impl Auditor {
     /// Appends `event` to the audit table, anchors the new head outside the database, and
     /// writes the journald entry. `message` is the readable sentence of the entry.
     ///
+    /// The events waiting in the spool are appended first, oldest first; when that fails they
+    /// stay there for a later append, and `event` is appended all the same.
+    ///
     /// # Errors
     ///
     /// When the anchor check fails or the row cannot be appended; then nothing is written to
-    /// journald either, so that the two never disagree. A failure to update the anchor file is logged, not returned:
-    /// the row is in the chain and `datapunk audit verify` will report the stale anchor.
+    /// journald either, so that the two never disagree. A failure to update the anchor file is
+    /// logged, not returned: the row is in the chain and `datapunk audit verify` will report the
+    /// stale anchor.
     pub async fn record(
         &self,
         client: &Client,
         event: &Event,
         message: &str,
     ) -> Result<Appended, AuditError> {
+        if let Err(error) = self.flush(client).await {
+            tracing::warn!(error = %error, source = ?std::error::Error::source(&error),
+                "could not append the deferred audit events; they stay in the spool");
+        }
+        let appended = self.append(client, event).await?;
+        self.mirror(event, Some(appended.id), message);
+        Ok(appended)
+    }
+
+    /// Keeps `event` for later, because the database cannot be reached: journald gets it now,
+    /// and the spool keeps it for the next [`Auditor::record`] to append. Returns the spool
+    /// file.
+    ///
+    /// # Errors
+    ///
+    /// [`AuditError::Spool`] when the spool cannot take the event, [`AuditError::NoSpool`]
+    /// when there is none; journald has it then, and nothing else.
+    pub async fn defer(&self, event: &Event, message: &str) -> Result<&Path, AuditError> {
+        self.mirror(event, None, message);
+        let Some(spool) = &self.spool else {
+            return Err(AuditError::NoSpool);
+        };
+        let deferred = Deferred {
+            id: format!("{:032x}", rand::random::<u128>()),
+            recorded_at: time::OffsetDateTime::now_utc(),
+            event: event.clone(),
+        };
+        let lock = spool.lock(SPOOL_WAIT).await.map_err(AuditError::Spool)?;
+        lock.push(&deferred).map_err(AuditError::Spool)?;
+        tracing::info!(action = event.action.as_str(), path = %spool.path().display(),
+            "kept an audit event for when the database is back");
+        Ok(spool.path())
+    }
+
+    /// Appends the spool's events, oldest first, skipping those a crashed flush appended
+    /// already, then empties it.
+    async fn flush(&self, client: &Client) -> Result<(), AuditError> {
+        let Some(spool) = self.spool.as_ref().filter(|spool| !spool.is_empty()) else {
+            return Ok(());
+        };
+        let lock = spool.lock(SPOOL_WAIT).await.map_err(AuditError::Spool)?;
+        let entries = lock.entries().map_err(AuditError::Spool)?;
+        if entries.unreadable > 0 {
+            // Each was mirrored to journald when it was kept.
+            tracing::error!(count = entries.unreadable, path = %spool.path().display(),
+                "left out unreadable lines of the audit spool");
+        }
+        let ids: Vec<&str> = entries.deferred.iter().map(|d| d.id.as_str()).collect();
+        let mut done = spool::appended_ids(client, &ids).await.map_err(AuditError::Append)?;
+
+        for deferred in &entries.deferred {
+            if !done.insert(deferred.id.clone()) {
+                continue;
+            }
+            let row = self.append(client, &deferred.to_event()).await?;
+            tracing::info!(
+                action = deferred.event.action.as_str(),
+                audit_id = row.id,
+                deferred_id = deferred.id.as_str(),
+                "appended a deferred audit event"
+            );
+        }
+        lock.clear().map_err(AuditError::Spool)
+    }
+
+    /// Appends one row and moves the anchor to it.
+    async fn append(&self, client: &Client, event: &Event) -> Result<Appended, AuditError> {
         // The append and the anchor check form one transaction: the append takes the audit
         // table's lock (held to the commit), and the check then runs with nobody able to
         // rewrite the chain in between. Checking first and appending after would let a
@@ -143,7 +255,6 @@ impl Auditor {
             Err(error) => tracing::error!(%error, path = %self.anchor.path().display(),
                 "could not update the audit anchor file"),
         }
-        self.mirror(event, Some(appended.id), message);
         Ok(appended)
     }
 

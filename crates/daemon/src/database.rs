@@ -98,6 +98,17 @@ impl ClusterSession {
         &self.cluster
     }
 
+    /// True when this process holds the cluster's lock: no daemon and no other command uses
+    /// the cluster until the session is closed.
+    pub fn manages(&self) -> bool {
+        self.lock.is_some()
+    }
+
+    /// The lock file whose holder manages the cluster.
+    pub fn lock_path(config: &Config) -> PathBuf {
+        lock_path(config)
+    }
+
     /// Stops the cluster if this session manages it and should, then releases the lock.
     pub async fn close(self) {
         if self.stop_on_close
@@ -184,6 +195,14 @@ pub enum DatabaseError {
         /// The version this program ships.
         latest: u32,
     },
+}
+
+impl DatabaseError {
+    /// True when PostgreSQL could not be reached (stopped, starting, out of connection
+    /// slots): trying later may work without anyone changing anything.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Store(error) if error.is_retryable())
+    }
 }
 
 /// The managed cluster described by `config`, if the configuration asks for one.

@@ -51,14 +51,15 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Records an audit event, logging (not returning) a failure: an event that cannot be
-    /// stored must not stop the daemon, and the log says so loudly.
+    /// stored must not stop the daemon, and the log says so loudly. While the database cannot
+    /// be reached the event waits in the spool for the next append.
     pub(crate) async fn record(&self, event: &Event, message: &str) {
         let client = match self.database.store().client().await {
             Ok(client) => client,
             Err(error) => {
                 tracing::error!(%error, action = event.action.as_str(),
                     "could not reach the database to record an audit event");
-                self.auditor.journal_only(event, message);
+                self.keep(event, message, error.is_retryable()).await;
                 return;
             }
         };
@@ -70,8 +71,21 @@ impl Shared {
             Err(error) => {
                 tracing::error!(error = %error, action = event.action.as_str(),
                     "could not record an audit event");
-                self.auditor.journal_only(event, message);
+                self.keep(event, message, error.is_unreachable()).await;
             }
+        }
+    }
+
+    /// Keeps an event that could not be appended: in the spool when the database was
+    /// `unreachable`, in journald alone otherwise.
+    async fn keep(&self, event: &Event, message: &str, unreachable: bool) {
+        if !unreachable {
+            self.auditor.journal_only(event, message);
+            return;
+        }
+        if let Err(error) = self.auditor.defer(event, message).await {
+            tracing::error!(error = %error, source = ?std::error::Error::source(&error),
+                action = event.action.as_str(), "could not keep an audit event for later");
         }
     }
 
@@ -266,7 +280,8 @@ async fn serve(
     if tokio::net::UnixStream::connect(&socket).await.is_ok() {
         anyhow::bail!("another datapunkd is already running (it answers on {})", socket.display());
     }
-    let auditor = Auditor::new(uid, config.daemon.audit_anchor());
+    let auditor =
+        Auditor::new(uid, config.daemon.audit_anchor()).spooling_to(config.daemon.audit_spool());
     if !auditor.mirrors_to_journald() {
         tracing::warn!("journald is not reachable: audit events go to the database only");
     }

@@ -3,7 +3,9 @@
 //! [`cluster`] starts one cluster per test process on first use, shared by the tests of that
 //! binary; each test makes its own database in it ([`Cluster::create_database`] or
 //! [`Cluster::unique_db_name`]). [`Cluster::start_with`] starts a separate cluster with extra
-//! server settings, such as `log_statement = 'all'`, stopped when dropped.
+//! server settings, such as `log_statement = 'all'`, stopped when dropped; a test can stop and
+//! start such a cluster of its own ([`Cluster::stop_server`], [`Cluster::start_server`]) to
+//! see what Datapunk does while the database is down.
 //!
 //! A cluster is made by `initdb` and run by `pg_ctl` as [`account()`], in a directory of its
 //! own:
@@ -212,6 +214,35 @@ impl Cluster {
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// Stops the server (`pg_ctl stop`, fast shutdown) and waits until it has gone, as an
+    /// administrator stopping PostgreSQL would: connections fail from then on, until
+    /// [`Cluster::start_server`]. Meant for a cluster of one test's own ([`Cluster::start`]),
+    /// not the shared one.
+    ///
+    /// # Panics
+    ///
+    /// Panics when `pg_ctl` fails.
+    pub fn stop_server(&self) {
+        let stopped = bindir().and_then(|bindir| {
+            let mut cmd = account().command(bindir.join("pg_ctl"));
+            cmd.arg("stop").arg("--pgdata").arg(&self.data_dir);
+            cmd.args(["--mode=fast", "--wait", "--timeout=60", "--silent"]);
+            process::run(&mut cmd, None, "cannot stop PostgreSQL").map(drop)
+        });
+        stopped.unwrap_or_else(|err| panic!("datapunk-testkit: {err}"));
+    }
+
+    /// Starts the server again after [`Cluster::stop_server`], waiting until it accepts
+    /// connections.
+    ///
+    /// # Panics
+    ///
+    /// Panics when the server does not start, with the end of its log.
+    pub fn start_server(&self) {
+        let started = bindir().and_then(|bindir| self.pg_ctl_start(&bindir));
+        started.unwrap_or_else(|err| panic!("datapunk-testkit: {err}"));
     }
 
     /// How long `initdb` and `pg_ctl start` took for this cluster.

@@ -1,11 +1,13 @@
 //! `datapunk audit`: list the audit trail, or verify its hash chain.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Subcommand;
 use datapunk_daemon::database::Database;
 use datapunk_store::Role;
+use datapunk_store::audit::spool::Spool;
 use datapunk_store::audit::{self, AnchorCheck, Filter, HeadAnchor};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -55,7 +57,30 @@ pub(crate) async fn run(path: Option<&Path>, args: AuditArgs) -> anyhow::Result<
     }
     .await;
     db.close().await;
+    report_pending(&Spool::new(config.daemon.audit_spool())).await;
     result
+}
+
+/// Says on standard error how many events wait in the spool for the next append.
+async fn report_pending(spool: &Spool) {
+    if spool.is_empty() {
+        return;
+    }
+    let entries = match spool.lock(Duration::from_secs(1)).await.and_then(|lock| lock.entries()) {
+        Ok(entries) => entries,
+        Err(error) => {
+            eprintln!("note: cannot read the pending-audit spool: {error}");
+            return;
+        }
+    };
+    if !entries.deferred.is_empty() {
+        eprintln!(
+            "note: {} events recorded while the database was unreachable wait in {}; the next \
+             event recorded appends them",
+            entries.deferred.len(),
+            spool.path().display()
+        );
+    }
 }
 
 async fn list(client: &tokio_postgres::Client, args: &AuditArgs) -> anyhow::Result<()> {

@@ -47,14 +47,27 @@ impl Context {
         Ok(())
     }
 
-    /// Records `event` for something that happened; when that fails, it still goes to
-    /// journald, and the error is returned.
+    /// Records `event` for something that happened. When the database cannot be reached the
+    /// event waits in the spool for the next append; when it fails otherwise, the event still
+    /// goes to journald, and the error is returned.
     pub(crate) async fn record(&self, event: &Event, message: &str) -> anyhow::Result<()> {
-        let recorded = self.record_first(event, message).await;
-        if recorded.is_err() {
-            self.auditor.journal_only(event, message);
+        let (error, unreachable) = match self.database.store().client().await {
+            Ok(client) => match self.auditor.record(&client, event, message).await {
+                Ok(_) => return Ok(()),
+                Err(error) => {
+                    let unreachable = error.is_unreachable();
+                    (anyhow::Error::from(error), unreachable)
+                }
+            },
+            Err(error) => {
+                let unreachable = error.is_retryable();
+                (error.into(), unreachable)
+            }
+        };
+        if super::keep(&self.auditor, event, message, unreachable).await {
+            return Ok(());
         }
-        recorded
+        Err(error)
     }
 }
 

@@ -7,11 +7,14 @@
 //!   the first row whose contents or link to its predecessor do not match ([`Verification`]).
 //! - [`HeadAnchor`] keeps the newest (id, hash) in a file outside the database, so that a
 //!   chain rebuilt by someone with superuser access is still detected.
+//! - [`spool`] keeps the events that could not be appended while the database was unreachable,
+//!   for the next append to add to the chain.
 //!
 //! Events hold no personal data and no secrets: details are ids, counts and paths.
 
 mod anchor;
 mod canonical;
+pub mod spool;
 
 use std::fmt;
 

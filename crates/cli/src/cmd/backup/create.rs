@@ -106,8 +106,12 @@ pub(super) async fn run(config: &Config, to: Option<&Path>) -> anyhow::Result<()
     let (trail, open_error) = Trail::open(config).await?;
 
     let result = match open_error {
-        Some(error) => Err(StepError::new("connecting to the database", error)),
-        None => create(config, &dir, &encryption).await,
+        // A database that cannot be reached fails the dump, which says so; the audit event
+        // waits in the spool.
+        Some(error) if !trail.defers() => {
+            Err(StepError::new("connecting to the database", anyhow::Error::from(error)))
+        }
+        _ => create(config, &dir, &encryption).await,
     };
 
     match &result {
@@ -164,10 +168,13 @@ async fn create(config: &Config, dir: &Path, encryption: &Encryption) -> Result<
 
     // One snapshot for the dump and the row counts, so the manifest describes the dump.
     let cluster = managed_cluster(config).map_err(|e| StepError::new("reading the database", e))?;
+    // pg_dump reads the database through the snapshot this connection exports, so a database
+    // that cannot be reached fails pg_dump's step.
     let client = connect_options(config, cluster.as_ref(), Role::Backup)
         .connect_once()
         .await
-        .map_err(|e| StepError::new("connecting as datapunk_backup", e))?;
+        .context("cannot connect as datapunk_backup to dump the database")
+        .map_err(|e| StepError::new("pg_dump", e))?;
     let (snapshot, database) = snapshot(&client, &config.database.name)
         .await
         .map_err(|e| StepError::new("reading the database", e))?;

@@ -8,22 +8,25 @@
 //! one that verifies.
 //!
 //! Every command records what it did in the audit trail (`backup.create`, `backup.verify`,
-//! `backup.restore`, `backup.prune`), failures included. Data keys are never in a backup: the
-//! backup role cannot read the vault table, and the secret store is outside the database.
+//! `backup.restore`, `backup.prune`), failures included; while the database cannot be reached
+//! the row waits in the pending-audit spool for the next append. `report-failure` records
+//! `backup.failed` for the systemd unit's `OnFailure=` hook. `restore` refuses to replace the
+//! configured database while `datapunkd` runs. Data keys are never in a backup: the backup
+//! role cannot read the vault table, and the secret store is outside the database.
 
 mod check;
 mod create;
 mod files;
 mod prune;
+mod report;
 mod restore;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
 use clap::Subcommand;
 use datapunk_config::{Config, DatabaseMode};
 use datapunk_daemon::audit::{Auditor, event};
-use datapunk_daemon::database::Database;
+use datapunk_daemon::database::{Database, DatabaseError};
 use datapunk_store::Role;
 use datapunk_store::audit::{Event, Outcome};
 use datapunk_vault::backup::GpgOptions;
@@ -78,6 +81,20 @@ pub(crate) enum BackupCommand {
         #[arg(long)]
         yes: bool,
     },
+    /// Record in the audit trail that a backup unit failed: run by the `OnFailure=` unit of
+    /// datapunk-backup.service, also for failures before `backup create` ran.
+    ///
+    /// The failed run's result, exit code and status and invocation id come from the options
+    /// or from what systemd sets for an `OnFailure=` unit ($MONITOR_SERVICE_RESULT,
+    /// $MONITOR_EXIT_CODE, $MONITOR_EXIT_STATUS, $MONITOR_INVOCATION_ID). While the database
+    /// cannot be reached, the event waits in the pending-audit spool.
+    ReportFailure {
+        /// The unit that failed, such as datapunk-backup.service.
+        #[arg(long, value_name = "NAME")]
+        unit: String,
+        #[command(flatten)]
+        monitor: report::Monitor,
+    },
     /// Delete old backups; the newest backup that verifies is always kept.
     Prune {
         /// Keep the N newest backups.
@@ -110,6 +127,9 @@ pub(crate) async fn run(path: Option<&Path>, command: BackupCommand) -> anyhow::
             };
             restore::run(&config, &file, target, yes).await
         }
+        BackupCommand::ReportFailure { unit, monitor } => {
+            report::run(&config, &unit, &monitor).await
+        }
         BackupCommand::Prune { keep_last, keep_within, dir, dry_run } => {
             let policy = prune::Policy { keep_last, keep_within };
             prune::run(&config, dir.as_deref(), &policy, dry_run).await
@@ -137,53 +157,74 @@ fn pg_program(config: &Config, name: &str) -> PathBuf {
 }
 
 /// The audit trail as the backup commands use it: the configured database as `datapunk_app`
-/// when it can be opened, journald alone when it cannot (the database may be what failed).
+/// when it can be opened; when it cannot be reached (the database may be what failed), the
+/// pending-audit spool and journald; journald alone when it fails otherwise.
 pub(crate) struct Trail {
     auditor: Auditor,
     database: Option<Database>,
+    /// Whether the database could not be opened because it could not be reached.
+    unreachable: bool,
 }
 
 impl Trail {
     /// Opens the database for auditing; a failure to do so is kept for [`Trail::record`] to
     /// report.
-    async fn open(config: &Config) -> anyhow::Result<(Self, Option<anyhow::Error>)> {
+    async fn open(config: &Config) -> anyhow::Result<(Self, Option<DatabaseError>)> {
         let auditor = super::auditor(config)?;
         match Database::open_as(config, Role::App).await {
-            Ok(database) => Ok((Self { auditor, database: Some(database) }, None)),
-            Err(error) => Ok((Self { auditor, database: None }, Some(error.into()))),
+            Ok(database) => {
+                Ok((Self { auditor, database: Some(database), unreachable: false }, None))
+            }
+            Err(error) => {
+                let unreachable = error.is_unreachable();
+                Ok((Self { auditor, database: None, unreachable }, Some(error)))
+            }
         }
     }
 
-    /// Records `action` with `outcome`; when the database cannot take it, the event goes to
-    /// journald and a warning says so.
-    async fn record(&self, action: &str, outcome: Outcome, details: serde_json::Value) {
-        let event = event("cli", action, outcome, details);
+    /// Whether events go to the spool because the database could not be reached.
+    fn defers(&self) -> bool {
+        self.unreachable
+    }
+
+    /// Records `action` with `outcome`; when the database cannot take it, the event waits in
+    /// the spool (database unreachable) or goes to journald, and a line on standard error says
+    /// which.
+    async fn record(&self, action: &str, outcome: Outcome, details: serde_json::Value) -> Kept {
         let message = match outcome {
             Outcome::Success => "backup command succeeded",
             _ => "backup command failed",
         };
-        let recorded = match &self.database {
-            Some(database) => self.append(database, &event, message).await,
-            None => Err(anyhow::anyhow!("the database could not be opened")),
-        };
-        if let Err(error) = recorded {
-            self.auditor.journal_only(&event, message);
-            eprintln!(
-                "warning: could not record {action} in the audit trail ({error:#}); it went to \
-                 the journal only"
-            );
-        }
+        self.record_event(&event("cli", action, outcome, details), message).await
     }
 
-    async fn append(
-        &self,
-        database: &Database,
-        event: &Event,
-        message: &str,
-    ) -> anyhow::Result<()> {
-        let client = database.store().client().await?;
-        self.auditor.record(&client, event, message).await.context("cannot append the event")?;
-        Ok(())
+    /// Records `event`, as [`Trail::record`] does, with `message` for journald.
+    async fn record_event(&self, event: &Event, message: &str) -> Kept {
+        let action = &event.action;
+        let (error, unreachable) = match &self.database {
+            Some(database) => match database.store().client().await {
+                Ok(client) => match self.auditor.record(&client, event, message).await {
+                    Ok(_) => return Kept::Appended,
+                    Err(error) => {
+                        let unreachable = error.is_unreachable();
+                        (anyhow::Error::from(error).context("cannot append the event"), unreachable)
+                    }
+                },
+                Err(error) => {
+                    let unreachable = error.is_retryable();
+                    (error.into(), unreachable)
+                }
+            },
+            None => (anyhow::anyhow!("the database could not be opened"), self.unreachable),
+        };
+        if super::keep(&self.auditor, event, message, unreachable).await {
+            return Kept::Deferred;
+        }
+        eprintln!(
+            "warning: could not record {action} in the audit trail ({error:#}); it went to the \
+             journal only"
+        );
+        Kept::JournalOnly
     }
 
     /// Closes the database (stopping a managed cluster this command started).
@@ -192,6 +233,17 @@ impl Trail {
             database.close().await;
         }
     }
+}
+
+/// Where [`Trail::record`] put an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kept {
+    /// In the audit table.
+    Appended,
+    /// In the spool, for the next append; and in journald.
+    Deferred,
+    /// In journald alone.
+    JournalOnly,
 }
 
 /// A failure of one named step, for the message and the audit row.

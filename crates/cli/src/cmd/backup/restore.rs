@@ -6,12 +6,18 @@
 //! restores with the Datapunk version whose schema it has; the manifest says which. The rows
 //! of the vault table are never in a dump, and the data keys never: the restore names the
 //! integrations whose keys the sealed fields need and says whether the secret store has them.
+//!
+//! The configured database is never replaced under a running daemon, which would go on writing
+//! to it: restore refuses while a daemon answers on the control socket or, in managed mode,
+//! while another process holds the cluster's lock, and records the refusal.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::Context as _;
 use datapunk_config::{Config, DatabaseMode};
+use datapunk_daemon::control::client::{self, ClientError};
+use datapunk_daemon::control::proto::{Request, Response};
 use datapunk_daemon::database::{ClusterSession, Database, managed_cluster};
 use datapunk_store::audit::Outcome;
 use datapunk_store::{ConnectOptions, admin};
@@ -48,6 +54,10 @@ pub(super) async fn run(
     target: Target,
     yes: bool,
 ) -> anyhow::Result<()> {
+    let configured = matches!(target, Target::Configured { .. });
+    if configured && let Some(reason) = running_daemon(config).await {
+        return refuse(config, file, &reason).await;
+    }
     let manifest = files::check_against_manifest(file)?;
     let latest = datapunk_store::latest_schema_version();
     if manifest.database.schema_version != latest {
@@ -59,7 +69,6 @@ pub(super) async fn run(
         );
     }
 
-    let configured = matches!(target, Target::Configured { .. });
     let mut session = None;
     let (admin_conninfo, dbname) = match (target, &config.database.mode) {
         (Target::Other(conninfo), _) => {
@@ -88,6 +97,18 @@ pub(super) async fn run(
         (Target::Configured { admin_url: None }, DatabaseMode::Managed { .. }) => {
             let cluster = managed_cluster(config)?.context("managed mode without a cluster")?;
             let opened = ClusterSession::for_command(config, cluster, true).await?;
+            if !opened.manages() {
+                // A daemon holds the lock from before it answers on the control socket until
+                // it has stopped the cluster; a command holds it while it works.
+                opened.close().await;
+                let lock = ClusterSession::lock_path(config);
+                let reason = format!(
+                    "the managed cluster is in use by datapunkd or another datapunk command \
+                     (lock {})",
+                    lock.display()
+                );
+                return refuse(config, file, &reason).await;
+            }
             let conninfo = opened.cluster().admin_conninfo(&config.database.name);
             session = Some(opened);
             (conninfo, config.database.name.clone())
@@ -134,6 +155,42 @@ pub(super) async fn run(
         anyhow::bail!("the restored row counts differ from the manifest's");
     }
     Ok(())
+}
+
+/// Why the configured database must not be replaced now: a daemon answers on this
+/// configuration's control socket, and would go on writing to the database while it is
+/// replaced. `None` when nothing listens there.
+async fn running_daemon(config: &Config) -> Option<String> {
+    let socket = config.daemon.control_socket();
+    match client::request(&socket, &Request::Status).await {
+        Err(ClientError::NotRunning { .. }) => None,
+        Ok(Response::Status(status)) => Some(format!(
+            "datapunkd (pid {}) is running for this configuration (it answers on {})",
+            status.pid,
+            socket.display()
+        )),
+        Ok(_) => Some(format!("a datapunkd answers on {}", socket.display())),
+        Err(error) => Some(format!(
+            "something listens on {}, so a datapunkd may be running ({error})",
+            socket.display()
+        )),
+    }
+}
+
+/// Audits a restore refused before it touched anything, and returns the error saying why.
+async fn refuse(config: &Config, file: &Path, reason: &str) -> anyhow::Result<()> {
+    let (trail, _) = Trail::open(config).await?;
+    let details = json!({
+        "file": file.display().to_string(),
+        "database": config.database.name,
+        "error": reason,
+    });
+    trail.record("backup.restore", Outcome::Denied, details).await;
+    trail.close().await;
+    anyhow::bail!(
+        "restore refused: {reason}; stop datapunkd first (systemctl --user stop datapunkd) and \
+         let other datapunk commands finish; nothing was changed"
+    )
 }
 
 async fn restore(
