@@ -5,8 +5,10 @@
 //! `audit` lists and verifies the audit trail. `keys` manages the per-integration data keys.
 //! `backup` makes, checks, restores and prunes encrypted database backups.
 //! `connect`, `check`, `integrations` and `disconnect` manage the connected accounts.
+//! `generate` (hidden) writes the manual pages and shell completions for packagers.
 
 mod cmd;
+mod generate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,6 +65,9 @@ enum Command {
     /// Create, list, verify, restore and prune encrypted backups of the database.
     #[command(subcommand)]
     Backup(cmd::backup::BackupCommand),
+    /// Write the manual pages or print shell completions (for packagers).
+    #[command(subcommand, hide = true)]
+    Generate(generate::GenerateCommand),
 }
 
 /// A failure with its own exit status.
@@ -115,6 +120,7 @@ fn main() -> ExitCode {
             Command::Sync(args) => cmd::sync::run(config.as_deref(), args).await,
             Command::Disconnect(args) => cmd::disconnect::run(config.as_deref(), args).await,
             Command::Connect(connect) => cmd::connect::run(config.as_deref(), connect).await,
+            Command::Generate(command) => generate::run(command),
         }
     });
     match result {

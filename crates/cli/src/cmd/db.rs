@@ -1,5 +1,7 @@
 //! `datapunk db`: set up and inspect the database and its roles.
 
+mod password;
+
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
@@ -21,6 +23,11 @@ pub(crate) enum DbCommand {
     Migrate(AdminArgs),
     /// Print each role's effective privileges.
     Roles(AdminArgs),
+    /// Set a login role's password from a file, for servers that authenticate with SCRAM.
+    ///
+    /// Only the SCRAM-SHA-256 verifier is sent, never the password; a role whose password
+    /// already matches is left alone. Needs an administrator, as `init` does.
+    Password(password::PasswordArgs),
     /// Open psql on the Datapunk database as one of its roles.
     Shell {
         /// The role to connect as.
@@ -58,6 +65,7 @@ pub(crate) async fn run(path: Option<&Path>, command: DbCommand) -> anyhow::Resu
         DbCommand::Init(args) => init(&config, &args).await,
         DbCommand::Migrate(args) => migrate(&config, &args).await,
         DbCommand::Roles(args) => roles(&config, &args).await,
+        DbCommand::Password(args) => password::run(&config, &args).await,
         DbCommand::Shell { role, psql_args } => shell(&config, role, &psql_args).await,
     }
 }
