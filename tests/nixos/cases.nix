@@ -24,6 +24,94 @@ let
     ok = lib.any (lib.hasSuffix suffix) (lib.toList list);
   };
 
+  # The hardening settings a shipped unit in systemd/ must share with the module's unit.
+  hardeningKeys = [
+    "AmbientCapabilities"
+    "CapabilityBoundingSet"
+    "DevicePolicy"
+    "IPAddressDeny"
+    "KeyringMode"
+    "LockPersonality"
+    "MemoryDenyWriteExecute"
+    "NoNewPrivileges"
+    "PrivateDevices"
+    "PrivateIPC"
+    "PrivateMounts"
+    "PrivateNetwork"
+    "PrivateTmp"
+    "PrivateUsers"
+    "ProcSubset"
+    "ProtectClock"
+    "ProtectControlGroups"
+    "ProtectHome"
+    "ProtectHostname"
+    "ProtectKernelLogs"
+    "ProtectKernelModules"
+    "ProtectKernelTunables"
+    "ProtectProc"
+    "ProtectSystem"
+    "RemoveIPC"
+    "RestrictAddressFamilies"
+    "RestrictNamespaces"
+    "RestrictRealtime"
+    "RestrictSUIDSGID"
+    "SystemCallArchitectures"
+    "SystemCallErrorNumber"
+    "SystemCallFilter"
+    "UMask"
+  ];
+
+  # A setting as a sorted list of words, true/false spelled yes/no, and "no" as unset.
+  words =
+    values:
+    let
+      spelled = map (
+        value:
+        if value == true then
+          "yes"
+        else if value == false then
+          "no"
+        else
+          toString value
+      ) (lib.toList values);
+      all = lib.filter (word: word != "") (lib.concatMap (lib.splitString " ") spelled);
+    in
+    if all == [ "no" ] then [ ] else lib.sort lib.lessThan all;
+
+  # The [Service] settings of a unit file in systemd/, as lists of assignments.
+  shippedSettings =
+    name:
+    let
+      lines = lib.splitString "\n" (builtins.readFile (../../systemd + "/${name}"));
+      pairs = lib.concatMap (
+        line:
+        let
+          pair = builtins.match "([A-Za-z]+)=(.*)" line;
+        in
+        lib.optional (pair != null) {
+          name = lib.elemAt pair 0;
+          value = lib.elemAt pair 1;
+        }
+      ) lines;
+    in
+    lib.foldl' (settings: pair: settings // { ${pair.name} = (settings.${pair.name} or [ ]) ++ [ pair.value ]; }) { } pairs;
+
+  # Checks that the shipped unit `name` hardens as `settings` (a module unit's serviceConfig)
+  # does, but for the settings in `except`.
+  sameHardening =
+    name: settings: except:
+    let
+      shipped = shippedSettings name;
+    in
+    map (key: {
+      name = "systemd/${name} has the module's ${key}=";
+      got = {
+        module = words (settings.${key} or [ ]);
+        shipped = words (shipped.${key} or [ ]);
+      };
+      ok = words (settings.${key} or [ ]) == words (shipped.${key} or [ ]);
+    }) (lib.subtractLists except hardeningKeys);
+
   failedAssertions = config: map (a: a.message) (lib.filter (a: !a.assertion) config.assertions);
   warned = config: start: lib.any (lib.hasPrefix start) config.warnings;
 
@@ -209,6 +297,12 @@ let
         dir = backupDir;
       })
       (is "the shell finds the configuration" config.environment.sessionVariables.DATAPUNK_CONFIG "/etc/datapunk/config.toml")
+      # The units in systemd/ for machines without NixOS harden the same way. The user unit for
+      # backups keeps its state in the home, which it may therefore read.
+    ]
+    ++ sameHardening "datapunkd.service" daemon.serviceConfig [ ]
+    ++ sameHardening "datapunk-backup.service" backup.serviceConfig [ "ProtectHome" ]
+    ++ [
       (holds "datapunk-connect connects Spotify with the chosen datasets" (
         lib.hasInfix "connect spotify --datasets recently-played" (lib.last config.environment.systemPackages).text
       ))
