@@ -251,7 +251,9 @@ let
           command = [
             "${pkgs.systemd}/bin/systemd-run"
             "--user"
+            # A terminal when there is one, the caller's pipes otherwise.
             "--pty"
+            "--pipe"
             "--wait"
             "--collect"
             "--quiet"
@@ -753,7 +755,9 @@ in
           # Peer authentication makes this account the server's administrator.
           User = if container then containerUser else "postgres";
           StateDirectory = "datapunk-db-setup";
+          StateDirectoryMode = "0700";
           RuntimeDirectory = "datapunk-db-setup";
+          RuntimeDirectoryMode = "0700";
           ExecStartPre = [ "${waitForServer}" ];
           ExecStart = [
             "${datapunk} db init --admin-url '${adminUrl}'"
@@ -928,12 +932,17 @@ in
           Nice = 10;
           IOSchedulingClass = "idle";
           StateDirectory = "datapunk-backup";
+          StateDirectoryMode = "0700";
           RuntimeDirectory = [
             "datapunk-backup"
             "datapunk-backup/gnupg"
           ];
+          RuntimeDirectoryMode = "0700";
           ReadWritePaths = [ cfg.backup.directory ];
-          ExecStartPre = [ "${pkgs.gnupg}/bin/gpg --batch --quiet --import ${toString cfg.backup.recipientKeyFile}" ];
+          # A public key may be a path in the flake: interpolated, it is copied to the store.
+          ExecStartPre = lib.optional (
+            cfg.backup.recipientKeyFile != null
+          ) "${pkgs.gnupg}/bin/gpg --batch --quiet --import ${cfg.backup.recipientKeyFile}";
           ExecStart = [
             "${datapunk} backup create"
             "${datapunk} backup prune --keep-last ${toString cfg.backup.keepLast}"
