@@ -41,7 +41,8 @@ let
   socketDir = if container then "${socketParent}/postgresql" else "/run/postgresql";
   dataDir = "${volume.mountPoint}/postgresql";
   databaseUnit = if container then containerUnit else "postgresql.service";
-  postgresql = if container then db.container.postgresqlPackage else config.services.postgresql.package;
+  postgresql =
+    if container then db.container.postgresqlPackage else config.services.postgresql.package;
 
   datapunk = "${cfg.package}/bin/datapunk --config ${configFile}";
 
@@ -51,7 +52,9 @@ let
   clientSecretCredential = provider: "datapunk-${provider}-client-secret";
 
   enabledIntegrations = lib.filterAttrs (_: integration: integration.enable) cfg.integrations;
-  intervals = lib.sort lib.lessThan (lib.unique (lib.mapAttrsToList (_: i: i.interval) enabledIntegrations));
+  intervals = lib.sort lib.lessThan (
+    lib.unique (lib.mapAttrsToList (_: integration: integration.interval) enabledIntegrations)
+  );
 
   # The hardening every system unit of the module starts from. A unit that loosens one of these
   # says why next to it.
@@ -245,9 +248,10 @@ let
       arm =
         provider: integration:
         let
+          secret = "${clientSecretCredential provider}:${toString integration.clientSecretFile}";
           credential = lib.optional (
             integration.clientSecretFile != null
-          ) "--property=LoadCredential=${clientSecretCredential provider}:${toString integration.clientSecretFile}";
+          ) "--property=LoadCredential=${secret}";
           command = [
             "${pkgs.systemd}/bin/systemd-run"
             "--user"
@@ -304,7 +308,8 @@ let
     set -eu
     ${pkgs.coreutils}/bin/install -d -m 0750 -o ${containerUser} -g datapunk ${socketParent}
     for dir in ${socketDir} ${dataDir}; do
-      [ -d "$dir" ] || ${pkgs.coreutils}/bin/install -d -m 0700 -o ${containerUser} -g ${containerUser} "$dir"
+      [ -d "$dir" ] ||
+        ${pkgs.coreutils}/bin/install -d -m 0700 -o ${containerUser} -g ${containerUser} "$dir"
     done
   '';
   prepareHostDataDir = pkgs.writeShellScript "datapunk-postgresql-prepare" ''
@@ -326,16 +331,26 @@ let
   '';
 
   adminUrl = "host=${socketDir} user=postgres dbname=postgres";
+  setupPassword =
+    role: credential:
+    "${datapunk} db password ${role} --password-file %d/${credential} --admin-url '${adminUrl}'";
+
+  # What starts the daemon: the graphical session, unless a configuration adds to it.
+  daemonTargets = config.systemd.user.services.datapunk.wantedBy;
 
   # With a passphrase, nothing opens the volume at boot: the first unit that needs it asks.
   onDemand = volume.device != null && volume.unlock == "passphrase";
 in
 {
   options.services.datapunk = {
-    enable = mkEnableOption "Datapunk, which keeps your calendar, contacts and listening history in your own PostgreSQL database";
+    enable = mkEnableOption ''
+      Datapunk, which keeps your calendar, contacts and listening history in your own
+      PostgreSQL database'';
 
     package = mkPackageOption pkgs "datapunk" {
-      extraDescription = "It is not in nixpkgs: the flake's `nixosModules.default` sets this to the flake's package.";
+      extraDescription = ''
+        It is not in nixpkgs: the flake's `nixosModules.default` sets this to the flake's
+        package.'';
     };
 
     user = mkOption {
@@ -525,7 +540,9 @@ in
         imageStream = mkOption {
           type = types.nullOr types.package;
           default = null;
-          example = literalExpression "pkgs.dockerTools.streamLayeredImage { name = \"datapunk-postgres\"; tag = \"17\"; ... }";
+          example = literalExpression ''
+            pkgs.dockerTools.streamLayeredImage { name = "datapunk-postgres"; tag = "17"; ... }
+          '';
           description = ''
             A Nix-built image streamed into Podman before the container starts, so that nothing
             is pulled from a registry: for machines without access to one, and for the VM test.
@@ -607,7 +624,8 @@ in
         }
         {
           assertion =
-            cfg.settings.vault.backend != "secret-service" || config.services.gnome.gnome-keyring.enable;
+            cfg.settings.vault.backend != "secret-service"
+            || config.services.gnome.gnome-keyring.enable;
           message = ''
             services.datapunk.settings.vault.backend = "secret-service" keeps tokens and data keys
             in the desktop keyring: enable services.gnome.gnome-keyring.enable, or choose another
@@ -651,7 +669,7 @@ in
           volume is opened, and nothing opens it at boot. Run
           `systemctl start datapunk-db-setup.service`, which asks for the passphrase, then
           `systemctl --user start datapunk.service` as ${cfg.user}.''
-        ++ lib.optional (lib.any (target: target != "graphical-session.target") config.systemd.user.services.datapunk.wantedBy) ''
+        ++ lib.optional (lib.any (target: target != "graphical-session.target") daemonTargets) ''
           systemd.user.services.datapunk.wantedBy starts the daemon before ${cfg.user} logs in,
           when the keyring is still locked: nothing syncs until the login unlocks it.''
         ++ lib.optional (lib.length intervals > 1) ''
@@ -681,7 +699,7 @@ in
             client_secret_credential = clientSecretCredential provider;
           }
         ) enabledIntegrations;
-        sync = mkIf (intervals != [ ]) { interval_secs = lib.mkDefault (lib.foldl' lib.min 86400 intervals); };
+        sync = mkIf (intervals != [ ]) { interval_secs = lib.mkDefault (lib.head intervals); };
         backup = mkIf cfg.backup.enable {
           recipients = cfg.backup.recipients;
           dir = cfg.backup.directory;
@@ -765,14 +783,18 @@ in
           ]
           ++ lib.optionals container (
             [
-              "${datapunk} db password app --password-file %d/${appPasswordCredential} --admin-url '${adminUrl}'"
-              "${datapunk} db password reader --password-file %d/${appPasswordCredential} --admin-url '${adminUrl}'"
+              (setupPassword "app" appPasswordCredential)
+              (setupPassword "reader" appPasswordCredential)
             ]
-            ++ lib.optional (db.backupPasswordFile != null) "${datapunk} db password backup --password-file %d/${backupPasswordCredential} --admin-url '${adminUrl}'"
+            ++ lib.optional (db.backupPasswordFile != null) (
+              setupPassword "backup" backupPasswordCredential
+            )
           );
           LoadCredential = lib.optionals container (
             [ "${appPasswordCredential}:${toString db.appPasswordFile}" ]
-            ++ lib.optional (db.backupPasswordFile != null) "${backupPasswordCredential}:${toString db.backupPasswordFile}"
+            ++ lib.optional (
+              db.backupPasswordFile != null
+            ) "${backupPasswordCredential}:${toString db.backupPasswordFile}"
           );
         };
       };
@@ -890,7 +912,9 @@ in
 
       systemd.services.postgresql = {
         unitConfig.RequiresMountsFor = [ config.services.postgresql.dataDir ];
-        serviceConfig.ExecStartPre = mkIf hostDataOnVolume (lib.mkBefore [ "+${prepareHostDataDir}" ]);
+        serviceConfig.ExecStartPre = mkIf hostDataOnVolume (
+          lib.mkBefore [ "+${prepareHostDataDir}" ]
+        );
       };
     })
 
@@ -947,7 +971,9 @@ in
             "${datapunk} backup create"
             "${datapunk} backup prune --keep-last ${toString cfg.backup.keepLast}"
           ];
-          LoadCredential = lib.optional container "${backupPasswordCredential}:${toString db.backupPasswordFile}";
+          LoadCredential = lib.optional container (
+            "${backupPasswordCredential}:${toString db.backupPasswordFile}"
+          );
         };
       };
 

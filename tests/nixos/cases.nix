@@ -94,7 +94,10 @@ let
         }
       ) lines;
     in
-    lib.foldl' (settings: pair: settings // { ${pair.name} = (settings.${pair.name} or [ ]) ++ [ pair.value ]; }) { } pairs;
+    lib.foldl' (
+      settings: pair:
+      settings // { ${pair.name} = (settings.${pair.name} or [ ]) ++ [ pair.value ]; }
+    ) { } pairs;
 
   # Checks that the shipped unit `name` hardens as `settings` (a module unit's serviceConfig)
   # does, but for the settings in `except`.
@@ -170,6 +173,12 @@ let
       container = config.virtualisation.oci-containers.containers.datapunk-postgres;
       settings = config.services.datapunk.settings;
       setupStarts = setup.serviceConfig.ExecStart;
+      hba = ''
+        local  all        postgres                          peer map=admin
+        local  datapunk  datapunk_app,datapunk_reader      scram-sha-256
+        local  datapunk  datapunk_backup                   scram-sha-256
+      '';
+      datapunk = "${pkgs.datapunk}/bin/datapunk --config ${config.environment.etc."datapunk/config.toml".source} ";
       socket = "/run/datapunk-db/postgresql";
     in
     [
@@ -185,8 +194,13 @@ let
       ))
 
       # The volume.
-      (is "the crypttab line opens the volume in stage 2 with the key file" config.environment.etc.crypttab.text "datapunk /dev/disk/by-uuid/4f6a1c2e-0b7d-4c55-9a41-2f3c9d1e8b70 /etc/keys/datapunk.key luks,nofail\n")
-      (is "the volume is mounted from /dev/mapper, nofail, data only" config.fileSystems.${mountPoint} {
+      (is "the crypttab line opens the volume in stage 2 with the key file"
+        config.environment.etc.crypttab.text
+        "datapunk /dev/disk/by-uuid/4f6a1c2e-0b7d-4c55-9a41-2f3c9d1e8b70 /etc/keys/datapunk.key luks,nofail\n"
+      )
+      (is "the volume is mounted from /dev/mapper, nofail, data only"
+      config.fileSystems.${mountPoint}
+      {
         device = "/dev/mapper/datapunk";
         fsType = "ext4";
         options = [
@@ -198,19 +212,43 @@ let
       })
 
       # Every unit touching the volume waits for its mount.
-      (has "datapunk.service requires the volume's mount" daemon.unitConfig.RequiresMountsFor mountPoint)
-      (has "datapunk-db-setup.service requires the volume's mount" setup.unitConfig.RequiresMountsFor mountPoint)
-      (has "datapunk-backup.service requires the volume's mount" backup.unitConfig.RequiresMountsFor mountPoint)
-      (has "datapunk-backup.service requires the backup directory's mount" backup.unitConfig.RequiresMountsFor backupDir)
-      (has "the container's unit requires the volume's mount" containerUnit.unitConfig.RequiresMountsFor mountPoint)
+      (has "datapunk.service requires the volume's mount"
+        daemon.unitConfig.RequiresMountsFor
+        mountPoint
+      )
+      (has "datapunk-db-setup.service requires the volume's mount"
+        setup.unitConfig.RequiresMountsFor
+        mountPoint
+      )
+      (has "datapunk-backup.service requires the volume's mount"
+        backup.unitConfig.RequiresMountsFor
+        mountPoint
+      )
+      (has "datapunk-backup.service requires the backup directory's mount"
+        backup.unitConfig.RequiresMountsFor
+        backupDir
+      )
+      (has "the container's unit requires the volume's mount"
+        containerUnit.unitConfig.RequiresMountsFor
+        mountPoint
+      )
 
       # The daemon in the user's session.
-      (is "datapunk.service runs only in alice's user manager" daemon.unitConfig.ConditionUser "alice")
-      (is "datapunk.service starts with the graphical session" daemon.wantedBy [ "graphical-session.target" ])
+      (is "datapunk.service runs only in alice's user manager"
+        daemon.unitConfig.ConditionUser
+        "alice"
+      )
+      (is "datapunk.service starts with the graphical session"
+        daemon.wantedBy
+        [ "graphical-session.target" ]
+      )
       (is "datapunk.service is Type=notify" daemon.serviceConfig.Type "notify")
       (is "datapunk.service has a watchdog" daemon.serviceConfig.WatchdogSec "60s")
       (is "datapunk.service restarts on failure" daemon.serviceConfig.Restart "on-failure")
-      (is "datapunk.service loads the Google client secret, and only that" daemon.serviceConfig.LoadCredential [ "datapunk-google-client-secret:/run/secrets/google-client-secret" ])
+      (is "datapunk.service loads the Google client secret, and only that"
+        daemon.serviceConfig.LoadCredential
+        [ "datapunk-google-client-secret:/run/secrets/google-client-secret" ]
+      )
       (holds "datapunk.service sets nothing a user manager cannot apply" (
         !lib.any (key: daemon.serviceConfig ? ${key}) [
           "ProtectProc"
@@ -222,17 +260,43 @@ let
           "User"
         ]
       ))
-      (hasSuffixIn "datapunk.service runs datapunkd with the generated configuration" daemon.serviceConfig.ExecStart "-datapunk.toml")
+      (hasSuffixIn "datapunk.service runs datapunkd with the generated configuration"
+        daemon.serviceConfig.ExecStart
+        "-datapunk.toml"
+      )
 
       # Roles and schema.
-      (is "datapunk-db-setup.service is the container's administrator" setup.serviceConfig.User "datapunk-postgres")
-      (has "datapunk-db-setup.service needs the container" setup.requires "podman-datapunk-postgres.service")
-      (hasSuffixIn "datapunk-db-setup.service runs db init" setupStarts "db init ${adminUrl socket}")
-      (hasSuffixIn "datapunk-db-setup.service runs db migrate" setupStarts "db migrate ${adminUrl socket}")
-      (hasSuffixIn "datapunk-db-setup.service gives datapunk_app its password" setupStarts "db password app --password-file %d/datapunk-app-password ${adminUrl socket}")
-      (hasSuffixIn "datapunk-db-setup.service gives datapunk_reader the app's password" setupStarts "db password reader --password-file %d/datapunk-app-password ${adminUrl socket}")
-      (hasSuffixIn "datapunk-db-setup.service gives datapunk_backup its password" setupStarts "db password backup --password-file %d/datapunk-backup-password ${adminUrl socket}")
-      (is "datapunk-db-setup.service loads both passwords as credentials" setup.serviceConfig.LoadCredential [
+      (is "datapunk-db-setup.service is the container's administrator"
+        setup.serviceConfig.User
+        "datapunk-postgres"
+      )
+      (has "datapunk-db-setup.service needs the container"
+        setup.requires
+        "podman-datapunk-postgres.service"
+      )
+      (hasSuffixIn "datapunk-db-setup.service runs db init"
+        setupStarts
+        "db init ${adminUrl socket}"
+      )
+      (hasSuffixIn "datapunk-db-setup.service runs db migrate"
+        setupStarts
+        "db migrate ${adminUrl socket}"
+      )
+      (hasSuffixIn "datapunk-db-setup.service gives datapunk_app its password"
+        setupStarts
+        "db password app --password-file %d/datapunk-app-password ${adminUrl socket}"
+      )
+      (hasSuffixIn "datapunk-db-setup.service gives datapunk_reader the app's password"
+        setupStarts
+        "db password reader --password-file %d/datapunk-app-password ${adminUrl socket}"
+      )
+      (hasSuffixIn "datapunk-db-setup.service gives datapunk_backup its password"
+        setupStarts
+        "db password backup --password-file %d/datapunk-backup-password ${adminUrl socket}"
+      )
+      (is "datapunk-db-setup.service loads both passwords as credentials"
+      setup.serviceConfig.LoadCredential
+      [
         "datapunk-app-password:/run/secrets/datapunk-app-password"
         "datapunk-backup-password:/run/secrets/datapunk-backup-password"
       ])
@@ -240,42 +304,82 @@ let
 
       # Backups.
       (is "datapunk-backup.service runs as alice" backup.serviceConfig.User "alice")
-      (is "datapunk-backup.service creates then prunes" (map (lib.removePrefix "${pkgs.datapunk}/bin/datapunk --config ${config.environment.etc."datapunk/config.toml".source} ") backup.serviceConfig.ExecStart) [
+      (is "datapunk-backup.service creates then prunes"
+      (map (lib.removePrefix datapunk) backup.serviceConfig.ExecStart)
+      [
         "backup create"
         "backup prune --keep-last 14"
       ])
-      (is "datapunk-backup.service loads the backup password as a credential" backup.serviceConfig.LoadCredential [ "datapunk-backup-password:/run/secrets/datapunk-backup-password" ])
-      (is "datapunk-backup.service writes only to the backup directory" backup.serviceConfig.ReadWritePaths [ backupDir ])
+      (is "datapunk-backup.service loads the backup password as a credential"
+        backup.serviceConfig.LoadCredential
+        [ "datapunk-backup-password:/run/secrets/datapunk-backup-password" ]
+      )
+      (is "datapunk-backup.service writes only to the backup directory"
+        backup.serviceConfig.ReadWritePaths
+        [ backupDir ]
+      )
       (is "datapunk-backup.service has no network" backup.serviceConfig.PrivateNetwork true)
-      (has "datapunk-backup.service imports the recipients' keys first" backup.serviceConfig.ExecStartPre "${pkgs.gnupg}/bin/gpg --batch --quiet --import ${builtins.storeDir}/c0ffeec0ffeec0ffeec0ffeec0ffeec0-backup-key.asc")
+      (has "datapunk-backup.service imports the recipients' keys first"
+        backup.serviceConfig.ExecStartPre
+        "${pkgs.gnupg}/bin/gpg --batch --quiet --import ${builtins.storeDir}/c0ffeec0ffeec0ffeec0ffeec0ffeec0-backup-key.asc"
+      )
       (is "the timer runs daily" timer.timerConfig.OnCalendar "daily")
       (is "the timer catches up missed runs" timer.timerConfig.Persistent true)
       (is "the timer is started with the system" timer.wantedBy [ "timers.target" ])
-      (has "the backup directory is alice's alone" config.systemd.tmpfiles.rules "d ${backupDir} 0700 alice datapunk - -")
+      (has "the backup directory is alice's alone"
+        config.systemd.tmpfiles.rules
+        "d ${backupDir} 0700 alice datapunk - -"
+      )
 
       # The container.
-      (is "the container runs rootless as datapunk-postgres" container.podman.user "datapunk-postgres")
+      (is "the container runs rootless as datapunk-postgres"
+        container.podman.user
+        "datapunk-postgres"
+      )
       (has "the container has no network" container.extraOptions "--network=none")
-      (has "the container keeps its data on the volume" container.volumes "${mountPoint}/postgresql:/var/lib/postgresql/data")
-      (has "the container shares its socket through a directory" container.volumes "${socket}:/var/run/postgresql")
-      (has "the container keeps parameters out of its log" container.cmd "log_parameter_max_length=0")
-      (has "the container keeps parameters out of its log on errors" container.cmd "log_parameter_max_length_on_error=0")
+      (has "the container keeps its data on the volume"
+        container.volumes
+        "${mountPoint}/postgresql:/var/lib/postgresql/data"
+      )
+      (has "the container shares its socket through a directory"
+        container.volumes
+        "${socket}:/var/run/postgresql"
+      )
+      (has "the container keeps parameters out of its log"
+        container.cmd
+        "log_parameter_max_length=0"
+      )
+      (has "the container keeps parameters out of its log on errors"
+        container.cmd
+        "log_parameter_max_length_on_error=0"
+      )
       (has "the container listens on no address" container.cmd "listen_addresses=")
-      (has "the container authenticates with its own pg_hba.conf" container.cmd "hba_file=/etc/datapunk/pg_hba.conf")
+      (has "the container authenticates with its own pg_hba.conf"
+        container.cmd
+        "hba_file=/etc/datapunk/pg_hba.conf"
+      )
       (is "the container starts at boot" container.autoStart true)
-      (hasSuffixIn "the container's directories are made first, as root" (lib.head containerUnit.serviceConfig.ExecStartPre) "-datapunk-postgres-prepare")
-      (has "the container authenticates by its own rules: scram for Datapunk's roles, peer for its root" container.volumes "${
-        pkgs.writeText "datapunk-pg_hba.conf" ''
-          local  all        postgres                          peer map=admin
-          local  datapunk  datapunk_app,datapunk_reader      scram-sha-256
-          local  datapunk  datapunk_backup                   scram-sha-256
-        ''
-      }:/etc/datapunk/pg_hba.conf:ro")
-      (is "the Podman account is a system account with subordinate ids" (with config.users.users.datapunk-postgres; [
-        isSystemUser
-        autoSubUidGidRange
-      ]) [ true true ])
-      (is "only alice may enter the socket's directory" config.users.groups.datapunk.members [ "alice" ])
+      (hasSuffixIn "the container's directories are made first, as root"
+        (lib.head containerUnit.serviceConfig.ExecStartPre)
+        "-datapunk-postgres-prepare"
+      )
+      (has "the container authenticates by its own rules: scram for Datapunk's roles, peer for its root"
+        container.volumes
+        "${pkgs.writeText "datapunk-pg_hba.conf" hba}:/etc/datapunk/pg_hba.conf:ro"
+      )
+      (is "the Podman account is a system account with subordinate ids"
+        {
+          inherit (config.users.users.datapunk-postgres) isSystemUser autoSubUidGidRange;
+        }
+        {
+          isSystemUser = true;
+          autoSubUidGidRange = true;
+        }
+      )
+      (is "only alice may enter the socket's directory"
+        config.users.groups.datapunk.members
+        [ "alice" ]
+      )
 
       # The rendered configuration.
       (is "the daemon reaches the container's socket as datapunk_app" settings.database {
@@ -296,7 +400,10 @@ let
         recipients = [ fingerprint ];
         dir = backupDir;
       })
-      (is "the shell finds the configuration" config.environment.sessionVariables.DATAPUNK_CONFIG "/etc/datapunk/config.toml")
+      (is "the shell finds the configuration"
+        config.environment.sessionVariables.DATAPUNK_CONFIG
+        "/etc/datapunk/config.toml"
+      )
       # The units in systemd/ for machines without NixOS harden the same way. The user unit for
       # backups keeps its state in the home, which it may therefore read.
     ]
@@ -304,7 +411,8 @@ let
     ++ sameHardening "datapunk-backup.service" backup.serviceConfig [ "ProtectHome" ]
     ++ [
       (holds "datapunk-connect connects Spotify with the chosen datasets" (
-        lib.hasInfix "connect spotify --datasets recently-played" (lib.last config.environment.systemPackages).text
+        lib.hasInfix "connect spotify --datasets recently-played"
+          (lib.last config.environment.systemPackages).text
       ))
     ];
 
@@ -333,28 +441,47 @@ let
       (holds "no warning that the server's data is off the volume" (
         !warned config "services.datapunk.database.backend = \"host\""
       ))
-      (is "the passphrase is asked only when the volume is needed" config.environment.etc.crypttab.text "datapunk /dev/sdb2 none luks,nofail,noauto\n")
+      (is "the passphrase is asked only when the volume is needed"
+        config.environment.etc.crypttab.text
+        "datapunk /dev/sdb2 none luks,nofail,noauto\n"
+      )
       (has "the mount waits to be needed too" config.fileSystems.${mountPoint}.options "noauto")
       (is "datapunk-db-setup.service does not start at boot" setup.wantedBy [ ])
-      (is "datapunk-db-setup.service is PostgreSQL's administrator" setup.serviceConfig.User "postgres")
+      (is "datapunk-db-setup.service is PostgreSQL's administrator"
+        setup.serviceConfig.User
+        "postgres"
+      )
       (has "datapunk-db-setup.service needs the server" setup.requires "postgresql.service")
-      (is "datapunk-db-setup.service sets no passwords" (lib.length setup.serviceConfig.ExecStart) 2)
+      (is "datapunk-db-setup.service sets no passwords"
+        (lib.length setup.serviceConfig.ExecStart)
+        2
+      )
       (is "datapunk-db-setup.service loads no credential" setup.serviceConfig.LoadCredential [ ])
-      (has "the server requires the volume's mount" postgresql.unitConfig.RequiresMountsFor "${mountPoint}/postgresql")
-      (hasSuffixIn "the server's data directory is made first, as root" (lib.head postgresql.serviceConfig.ExecStartPre) "-datapunk-postgresql-prepare")
+      (has "the server requires the volume's mount"
+        postgresql.unitConfig.RequiresMountsFor
+        "${mountPoint}/postgresql"
+      )
+      (hasSuffixIn "the server's data directory is made first, as root"
+        (lib.head postgresql.serviceConfig.ExecStartPre)
+        "-datapunk-postgresql-prepare"
+      )
       (is "the server keeps parameters out of its log" config.services.postgresql.settings {
         log_parameter_max_length = 0;
         log_parameter_max_length_on_error = 0;
       })
       (holds "peer authentication maps alice to the login roles" (
-        lib.hasInfix "local  datapunk  datapunk_app,datapunk_reader,datapunk_backup  peer map=datapunk" config.services.postgresql.authentication
-        && lib.all (role: lib.hasInfix "datapunk  alice  ${role}" config.services.postgresql.identMap) [
+        lib.hasInfix "local  datapunk  datapunk_app,datapunk_reader,datapunk_backup  peer map=datapunk"
+          config.services.postgresql.authentication
+        && lib.all (role: lib.hasInfix "datapunk  alice  ${role}" config.services.postgresql.identMap)
+          [
           "datapunk_app"
           "datapunk_reader"
           "datapunk_backup"
         ]
       ))
-      (is "the daemon reaches the host's socket without a password" config.services.datapunk.settings.database {
+      (is "the daemon reaches the host's socket without a password"
+      config.services.datapunk.settings.database
+      {
         mode = "external";
         name = "datapunk";
         conninfo = "host=/run/postgresql user=datapunk_app dbname=datapunk";

@@ -30,14 +30,20 @@ let
     ]
     ++ chosen.modules
     ++ lib.optional (mutation != "") (
-      mutations.${mutation} or (throw "no mutation `${mutation}`; mutations: ${toString (lib.attrNames mutations)}")
+      mutations.${mutation}
+        or (throw "no mutation `${mutation}`; mutations: ${toString (lib.attrNames mutations)}")
     );
   };
   inherit (evaluated) config;
 
   checks = chosen.checks config;
   failed = lib.filter (check: !check.ok) checks;
-  describe = check: "  - ${check.name}${lib.optionalString (check ? got) ": got ${builtins.toJSON check.got}"}";
+  describe =
+    check:
+    "  - ${check.name}"
+    + lib.optionalString (check ? got) ": got ${builtins.toJSON check.got}";
+  mutated = lib.optionalString (mutation != "") " with mutation `${mutation}`";
+  counted = "${toString (lib.length failed)} of ${toString (lib.length checks)}";
 
   units = {
     "datapunk.service" = render.service config.systemd.user.services.datapunk;
@@ -50,7 +56,7 @@ if output == "units" then
   units
 else if failed != [ ] then
   throw ''
-    case `${case}`${lib.optionalString (mutation != "") " with mutation `${mutation}`"}: ${toString (lib.length failed)} of ${toString (lib.length checks)} checks failed:
+    case `${case}`${mutated}: ${counted} checks failed:
     ${lib.concatMapStringsSep "\n" describe failed}''
 else
   {

@@ -9,7 +9,10 @@ let
   # The hash covers a file's text, so that a test can tell the text by the path.
   storePath =
     name: content:
-    "${builtins.storeDir}/${builtins.substring 0 32 (builtins.hashString "sha256" "${name}\n${content}")}-${name}";
+    let
+      hash = builtins.substring 0 32 (builtins.hashString "sha256" "${name}\n${content}");
+    in
+    "${builtins.storeDir}/${hash}-${name}";
 
   package =
     name: attrs:

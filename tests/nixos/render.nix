@@ -16,9 +16,8 @@ let
   section =
     name: settings:
     let
-      lines = lib.concatLists (
-        lib.mapAttrsToList (key: value: map (item: "${key}=${show item}\n") (lib.toList value)) settings
-      );
+      assignments = key: value: map (item: "${key}=${show item}\n") (lib.toList value);
+      lines = lib.concatLists (lib.mapAttrsToList assignments settings);
     in
     lib.optionalString (lines != [ ]) "[${name}]\n${lib.concatStrings lines}\n";
 
@@ -51,7 +50,8 @@ in
     unit:
     section "Unit" (dependencies unit // unit.unitConfig)
     + section "Service" (
-      lib.optionalAttrs (environment unit != [ ]) { Environment = environment unit; } // unit.serviceConfig
+      lib.optionalAttrs (environment unit != [ ]) { Environment = environment unit; }
+      // unit.serviceConfig
     )
     + section "Install" (install unit);
 
