@@ -615,3 +615,43 @@ async fn a_malformed_graph_delta_token_is_refused_not_taken_for_an_expired_one()
     assert_eq!(stored(&setup, &bus, "microsoft", Dataset::Contacts).await, before);
     daemon.stop();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sync_client_that_stops_reading_does_not_stall_the_sync() {
+    // A library long enough that its progress lines overflow the control socket's buffer.
+    let population = Population { saved_tracks: 50_000, ..Population::default() };
+    let sandbox = sandbox(population).await;
+    let (setup, bus) = setup(&sandbox, "[sync]\ninterval_secs = 3600\n");
+    connected(&setup, &bus, "spotify", "saved-tracks").await;
+    let daemon = start(&setup, &bus).await;
+    wait_for_syncs(&setup, 1).await;
+
+    // `datapunk sync` suspended (Ctrl-Z) once its sync is under way: it reads nothing more.
+    sandbox.clear_requests();
+    let mut client = setup
+        .command("datapunk")
+        .args(["sync", "spotify", "--dataset", "saved-tracks", "--full", "--json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start datapunk sync");
+    let begin = Instant::now();
+    while !sandbox.requests().iter().any(|r| r.path.contains("/me/tracks")) {
+        assert!(begin.elapsed() < Duration::from_secs(30), "the sync never began");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = client.id().to_string();
+    let stopped = std::process::Command::new("kill").args(["-STOP", &pid]).status();
+    assert!(stopped.expect("kill").success());
+
+    // The sync still reads every page and ends, audited, while the client sleeps.
+    let rows = wait_for_syncs(&setup, 2).await;
+    assert_eq!(rows.iter().filter(|r| r["outcome"] == "success").count(), 2, "{rows:?}");
+    let pages = sandbox.requests().iter().filter(|r| r.path.contains("/me/tracks")).count();
+    assert_eq!(pages, 50_000 / 50, "every page of the library was read");
+
+    let resumed = std::process::Command::new("kill").args(["-CONT", &pid]).status();
+    assert!(resumed.expect("kill").success());
+    client.wait().expect("datapunk sync ends");
+    daemon.stop();
+}

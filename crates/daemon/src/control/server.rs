@@ -21,6 +21,10 @@ use crate::service::Shared;
 /// How long a client has to send its request line: an idle connection must not hold a task.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a line to a client may wait for the client to read it. A client that reads
+/// nothing must not hold a task or a connection slot forever.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Connections served at once; more are closed at once. The CLI needs one.
 const MAX_CONNECTIONS: usize = 32;
 
@@ -146,13 +150,17 @@ async fn connection(stream: UnixStream, shared: Arc<Shared>) {
         }
     };
     out.push('\n');
-    if let Err(error) = write.write_all(out.as_bytes()).await {
-        tracing::debug!(%error, "control client went away before the answer");
+    match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(out.as_bytes())).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::debug!(%error, "control client went away before the answer"),
+        Err(_) => tracing::debug!("control client read nothing; its answer is dropped"),
     }
 }
 
-/// Runs a sync for the CLI, sending a progress line after every page. A client that goes
-/// away does not stop the sync: it ends as it would have, audited.
+/// Runs a sync for the CLI, sending a progress line after every page. The sync never waits for
+/// the client: progress goes through a `watch` channel that keeps only the newest update, and
+/// a client that reads nothing for [`WRITE_TIMEOUT`] or goes away gets no more lines. Either
+/// way the sync ends as it would have, audited.
 async fn sync(
     shared: &Shared,
     (integration, dataset): (Option<&str>, Option<&str>),
@@ -162,27 +170,31 @@ async fn sync(
     let Some(syncer) = shared.syncer() else {
         return Response::Error { message: "datapunkd is still starting".into() };
     };
-    let (sender, mut updates) = tokio::sync::mpsc::unbounded_channel();
-    let progress = move |update| {
-        let _ = sender.send(update);
+    let (sender, mut updates) = tokio::sync::watch::channel(None);
+    let work = async move {
+        // Dropped when the sync ends, which ends the reporting below.
+        let progress = move |update| {
+            sender.send_replace(Some(update));
+        };
+        syncer.sync_now(shared, (integration, dataset), full, &progress).await
     };
-    let work = syncer.sync_now(shared, (integration, dataset), full, &progress);
-    tokio::pin!(work);
-    let mut listening = true;
-    let result = loop {
-        tokio::select! {
-            result = &mut work => break result,
-            Some(update) = updates.recv(), if listening => {
-                let Ok(mut line) = serde_json::to_string(&Response::Progress(update)) else {
-                    continue;
-                };
-                line.push('\n');
-                if write.write_all(line.as_bytes()).await.is_err() {
-                    listening = false;
-                }
-            }
+    let report = async {
+        let mut listening = true;
+        while updates.changed().await.is_ok() {
+            let update = updates.borrow_and_update().clone();
+            let Some(update) = update.filter(|_| listening) else {
+                continue;
+            };
+            let Ok(mut line) = serde_json::to_string(&Response::Progress(update)) else {
+                continue;
+            };
+            line.push('\n');
+            let written = tokio::time::timeout(WRITE_TIMEOUT, write.write_all(line.as_bytes()));
+            listening = matches!(written.await, Ok(Ok(())));
         }
     };
+    let (result, ()) = tokio::join!(work, report);
+
     match result {
         Ok(runs) => Response::Synced { runs },
         Err(message) => Response::Error { message },
