@@ -666,7 +666,7 @@ in
           Datapunk's data sits on whatever file system holds ${volume.mountPoint}.''
         ++ lib.optional (volume.device != null && volume.unlock == "passphrase") ''
           services.datapunk.dataVolume.unlock = "passphrase": nothing of Datapunk starts until the
-          volume is opened, and nothing opens it at boot. Run
+          volume is opened, and Datapunk does not open it at boot. Run
           `systemctl start datapunk-db-setup.service`, which asks for the passphrase, then
           `systemctl --user start datapunk.service` as ${cfg.user}.''
         ++ lib.optional (lib.any (target: target != "graphical-session.target") daemonTargets) ''
