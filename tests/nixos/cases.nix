@@ -213,23 +213,23 @@ let
 
       # Every unit touching the volume waits for its mount.
       (has "datapunk.service requires the volume's mount"
-        daemon.unitConfig.RequiresMountsFor
+        (daemon.unitConfig.RequiresMountsFor or [ ])
         mountPoint
       )
       (has "datapunk-db-setup.service requires the volume's mount"
-        setup.unitConfig.RequiresMountsFor
+        (setup.unitConfig.RequiresMountsFor or [ ])
         mountPoint
       )
       (has "datapunk-backup.service requires the volume's mount"
-        backup.unitConfig.RequiresMountsFor
+        (backup.unitConfig.RequiresMountsFor or [ ])
         mountPoint
       )
       (has "datapunk-backup.service requires the backup directory's mount"
-        backup.unitConfig.RequiresMountsFor
+        (backup.unitConfig.RequiresMountsFor or [ ])
         backupDir
       )
       (has "the container's unit requires the volume's mount"
-        containerUnit.unitConfig.RequiresMountsFor
+        (containerUnit.unitConfig.RequiresMountsFor or [ ])
         mountPoint
       )
 
@@ -246,7 +246,7 @@ let
       (is "datapunk.service has a watchdog" daemon.serviceConfig.WatchdogSec "60s")
       (is "datapunk.service restarts on failure" daemon.serviceConfig.Restart "on-failure")
       (is "datapunk.service loads the Google client secret, and only that"
-        daemon.serviceConfig.LoadCredential
+        (daemon.serviceConfig.LoadCredential or [ ])
         [ "datapunk-google-client-secret:/run/secrets/google-client-secret" ]
       )
       (holds "datapunk.service sets nothing a user manager cannot apply" (
@@ -295,7 +295,7 @@ let
         "db password backup --password-file %d/datapunk-backup-password ${adminUrl socket}"
       )
       (is "datapunk-db-setup.service loads both passwords as credentials"
-      setup.serviceConfig.LoadCredential
+      (setup.serviceConfig.LoadCredential or [ ])
       [
         "datapunk-app-password:/run/secrets/datapunk-app-password"
         "datapunk-backup-password:/run/secrets/datapunk-backup-password"
@@ -311,7 +311,7 @@ let
         "backup prune --keep-last 14"
       ])
       (is "datapunk-backup.service loads the backup password as a credential"
-        backup.serviceConfig.LoadCredential
+        (backup.serviceConfig.LoadCredential or [ ])
         [ "datapunk-backup-password:/run/secrets/datapunk-backup-password" ]
       )
       (is "datapunk-backup.service writes only to the backup directory"
@@ -458,7 +458,7 @@ let
       )
       (is "datapunk-db-setup.service loads no credential" setup.serviceConfig.LoadCredential [ ])
       (has "the server requires the volume's mount"
-        postgresql.unitConfig.RequiresMountsFor
+        (postgresql.unitConfig.RequiresMountsFor or [ ])
         "${mountPoint}/postgresql"
       )
       (hasSuffixIn "the server's data directory is made first, as root"
