@@ -297,6 +297,14 @@ impl Sandbox {
         self.with(|state| state.data.playlist_shape = shape);
     }
 
+    /// From now on, answers a data request it answered before with the same bytes, as long as
+    /// nothing the answer depends on changed (a mutation, a token invalidation, a plant, the
+    /// playlist shape). Faults still apply. For benchmarks that run the sandbox on the cores
+    /// they measure: rendering the provider's JSON is the provider's work, not the client's.
+    pub fn remember_answers(&self) {
+        self.with(|state| state.data.remember_answers());
+    }
+
     /// Every request answered so far, the admin API's excepted, oldest first.
     pub fn requests(&self) -> Vec<LoggedRequest> {
         self.with(|state| state.data.log.clone())

@@ -136,3 +136,26 @@ async fn scopes_and_rate_limits_answer_in_spotifys_shape() {
     let last = log.last().expect("logged");
     assert_eq!((last.path.as_str(), last.status), ("/spotify/api/me/player/recently-played", 429));
 }
+
+#[tokio::test]
+async fn remembered_answers_are_sent_again_until_the_library_changes() {
+    let sandbox = sandbox(small()).await;
+    let token = access_token(&sandbox, Provider::Spotify, SCOPES).await;
+    let tracks = url(&sandbox, "tracks");
+    sandbox.remember_answers();
+    sandbox.clear_requests();
+
+    let (_, first) = get(&tracks, &token, &[("limit", "5")]).await;
+    let (_, again) = get(&tracks, &token, &[("limit", "5")]).await;
+    assert_eq!(first, again);
+    assert_eq!(sandbox.requests().len(), 2, "a remembered answer is still a logged request");
+
+    let newest = sandbox.add(Dataset::SpotifySavedTracks);
+    let (_, changed) = get(&tracks, &token, &[("limit", "5")]).await;
+    assert_eq!(changed["items"][0]["track"]["id"], newest.as_str(), "{changed}");
+    assert_eq!(changed["total"], first["total"].as_u64().expect("a total") + 1);
+
+    sandbox.inject(Provider::Spotify, &[Fault::TooManyRequests { retry_after: Some(1) }]);
+    let (status, _) = get(&tracks, &token, &[("limit", "5")]).await;
+    assert_eq!(status, 429, "faults still come first");
+}

@@ -26,6 +26,9 @@ mod migrations;
 mod role;
 
 pub use connect::{ConnectOptions, Store, Tls};
+/// A connection lent by the [`Store`]'s pool ([`Store::client`]); it derefs to a
+/// `tokio_postgres::Client` and goes back to the pool when dropped.
+pub type PooledClient = deadpool_postgres::Object;
 pub use error::Error;
 pub use migrations::{SchemaState, latest_schema_version};
 pub use role::Role;

@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datapunk_connectors::{Connector, FetchError, Record, TokenSource};
-use datapunk_store::Store;
 use datapunk_store::datasets::{self, Dataset, StreamKey};
+use datapunk_store::{PooledClient, Store};
 use datapunk_vault::field;
 use datapunk_vault::key::DataKey;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
 /// How often a stream's round may start over after the provider dropped its sync token,
@@ -178,10 +178,28 @@ async fn sync_stream(
     loop {
         let state = datasets::open_stream(&client, stream_key).await?;
         let (sender, receiver) = mpsc::channel(STEPS);
+        let (reports, mut reported) = watch::channel(report.clone());
         let read =
             read(connector, tokens, Arc::clone(key), stream, to_connector(&state.cursor), sender);
-        let write = write(&mut client, stream_key, state.round, receiver, report, progress);
-        match tokio::join!(read, write).1 {
+        // The database stage is a task of its own, so that decoding a page on this one never
+        // holds a statement back.
+        let stored = report.clone();
+        let writing =
+            tokio::spawn(write(client, stream_key.clone(), state.round, receiver, stored, reports));
+        let relay = async {
+            while reported.changed().await.is_ok() {
+                let snapshot = reported.borrow_and_update().clone();
+                progress(&snapshot);
+            }
+        };
+        let ((), (), written) = tokio::join!(read, relay, writing);
+        let (returned, result, after) = match written {
+            Ok(written) => written,
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        };
+        (client, *report) = (returned, after);
+
+        match result {
             // Another sync of the same stream moved the round on: start from what it left.
             Err(SyncError::Store(datapunk_store::Error::RoundChanged { .. })) => continue,
             result => return result,
@@ -254,14 +272,27 @@ async fn read(
 }
 
 /// Stores the pages `steps` brings in order, joining those already sealed and waiting, until
-/// the round's last page is stored or a step fails.
+/// the round's last page is stored or a step fails; `report` adds up what was stored, and each
+/// update goes to `reports`. Gives back the connection, the outcome and the report.
 async fn write(
+    mut client: PooledClient,
+    stream_key: StreamKey,
+    round: i64,
+    steps: mpsc::Receiver<Step>,
+    mut report: Report,
+    reports: watch::Sender<Report>,
+) -> (PooledClient, Result<(), SyncError>, Report) {
+    let result = store_pages(&mut client, &stream_key, round, steps, &mut report, &reports).await;
+    (client, result, report)
+}
+
+async fn store_pages(
     client: &mut tokio_postgres::Client,
     stream_key: &StreamKey,
     mut round: i64,
     mut steps: mpsc::Receiver<Step>,
     report: &mut Report,
-    progress: &mut (dyn FnMut(&Report) + Send),
+    reports: &watch::Sender<Report>,
 ) -> Result<(), SyncError> {
     let mut waiting = None;
     loop {
@@ -312,7 +343,7 @@ async fn write(
         report.unchanged += counts.unchanged;
         report.pages += held.len() as u64;
         drop(held);
-        progress(report);
+        reports.send_replace(report.clone());
         if last {
             return Ok(());
         }

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
+use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State as Shared};
 use axum::http::{HeaderMap, HeaderName, Request as HttpRequest, StatusCode, header};
 use axum::middleware::Next;
@@ -432,6 +433,14 @@ struct Lineage {
     countdown: Option<u32>,
 }
 
+/// An answer kept by [`Data::remember`]: what it depended on, its body and extra headers.
+#[derive(Clone)]
+struct Remembered {
+    stamp: (u64, u32, usize, bool),
+    body: Bytes,
+    headers: Vec<(HeaderName, String)>,
+}
+
 /// A recently-played entry.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Play {
@@ -461,6 +470,8 @@ pub(crate) struct Data {
     lineages: HashMap<Dataset, Lineage>,
     faults: HashMap<Provider, VecDeque<Fault>>,
     pub(crate) log: Vec<LoggedRequest>,
+    /// Answers kept to be sent again, when [`Data::remember_answers`] turned that on.
+    remembered: Option<HashMap<String, Remembered>>,
     /// Texts planted into records ([`Data::plant`]), by dataset and id.
     plants: HashMap<(Dataset, String), String>,
     started: Instant,
@@ -500,10 +511,53 @@ impl Data {
             lineages: HashMap::new(),
             faults: HashMap::new(),
             log: Vec::new(),
+            remembered: None,
             plants: HashMap::new(),
             started: Instant::now(),
             salt,
             population,
+        }
+    }
+
+    /// From now on, keeps each data answer and sends it again for the same request, as long as
+    /// nothing it depends on changed: no mutation, no token invalidation, no plant, the same
+    /// playlist shape. Rendering realistic JSON is the provider's work; a benchmark running
+    /// the sandbox on the machine it measures uses this so that, from the second read of the
+    /// same pages on, it measures the client rather than the stand-in for the provider.
+    pub(crate) fn remember_answers(&mut self) {
+        self.remembered.get_or_insert_with(HashMap::new);
+    }
+
+    /// What a remembered answer of `dataset` depends on, or `None` when answers are not kept
+    /// (not asked for, or the dataset's tokens are counting down to their invalidation).
+    fn answer_stamp(&self, dataset: Dataset) -> Option<(u64, u32, usize, bool)> {
+        let lineage = self.lineage(dataset);
+        (self.remembered.is_some() && lineage.countdown.is_none()).then(|| {
+            let shape = self.playlist_shape == PlaylistShape::Items;
+            (self.seq, lineage.epoch, self.plants.len(), shape)
+        })
+    }
+
+    /// The remembered answer to the request `key` names, if it still holds.
+    fn remembered(&self, key: &str, dataset: Dataset) -> Option<Remembered> {
+        let stamp = self.answer_stamp(dataset)?;
+        let remembered = self.remembered.as_ref()?.get(key)?;
+        (remembered.stamp == stamp).then(|| remembered.clone())
+    }
+
+    /// Keeps `answer` to the request `key` names, when answers are kept.
+    fn remember(
+        &mut self,
+        key: String,
+        dataset: Dataset,
+        body: Bytes,
+        headers: &[(HeaderName, String)],
+    ) {
+        let Some(stamp) = self.answer_stamp(dataset) else {
+            return;
+        };
+        if let Some(remembered) = &mut self.remembered {
+            remembered.insert(key, Remembered { stamp, body, headers: headers.to_vec() });
         }
     }
 
@@ -914,6 +968,13 @@ async fn serve(
     let query: Vec<(String, String)> = query
         .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
+    // The answer depends on the request and on who asks; the remembered one on nothing else.
+    let key = format!("{endpoint:?} {path:?} {query:?} {} {:?}", grant.account.id, grant.scopes);
+    let remembered =
+        if fault.is_none() { lock(&shared).data.remembered(&key, dataset) } else { None };
+    if let Some(remembered) = remembered {
+        return json_response(remembered.body, &remembered.headers);
+    }
     let request = Request {
         query,
         headers,
@@ -951,12 +1012,28 @@ async fn serve(
         let text = text[..cut.unwrap_or(0)].to_owned();
         (StatusCode::OK, [(header::CONTENT_TYPE, "application/json; charset=UTF-8")], text)
             .into_response()
+    } else if fault.is_none() {
+        let bytes = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+        lock(&shared).data.remember(key, dataset, bytes.clone(), &extra);
+        json_response(bytes, &[])
     } else {
         axum::Json(body).into_response()
     };
     for (name, value) in extra {
         if let Ok(value) = value.parse() {
             response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
+
+/// A JSON answer of `body`, with `headers` besides its content type.
+fn json_response(body: Bytes, headers: &[(HeaderName, String)]) -> Response {
+    let mut response =
+        (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+    for (name, value) in headers {
+        if let Ok(value) = value.parse() {
+            response.headers_mut().insert(name.clone(), value);
         }
     }
     response
