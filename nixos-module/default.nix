@@ -513,8 +513,8 @@ in
         example = "/run/secrets/datapunk-backup-password";
         description = ''
           The container backend: a file holding the password of `datapunk_backup`, handed to
-          `datapunk-db-setup` and `datapunk-backup` with `LoadCredential=`. Not in the Nix
-          store.
+          `datapunk-db-setup` and `datapunk-backup` with `LoadCredential=`; `backup create`
+          gives it to `pg_dump` in a private password file. Not in the Nix store.
         '';
       };
 
@@ -675,10 +675,6 @@ in
         ++ lib.optional (lib.length intervals > 1) ''
           services.datapunk.integrations.*.interval differ (${lib.concatMapStringsSep ", " toString intervals}):
           the daemon syncs every dataset on one interval, the shortest.''
-        ++ lib.optional (container && cfg.backup.enable) ''
-          services.datapunk.backup.enable with database.backend = "container": `datapunk backup
-          create` cannot yet hand datapunk_backup's password to pg_dump, so these backups fail.
-          Use the host backend for backups until it can.''
         ++ lib.optional (!container && volume.device != null && !hostDataOnVolume) ''
           services.datapunk.database.backend = "host" keeps Datapunk's tables in
           services.postgresql.dataDir (${config.services.postgresql.dataDir}), which is not on the
@@ -700,10 +696,14 @@ in
           }
         ) enabledIntegrations;
         sync = mkIf (intervals != [ ]) { interval_secs = lib.mkDefault (lib.head intervals); };
-        backup = mkIf cfg.backup.enable {
-          recipients = cfg.backup.recipients;
-          dir = cfg.backup.directory;
-        };
+        backup = mkIf cfg.backup.enable (
+          {
+            recipients = cfg.backup.recipients;
+            dir = cfg.backup.directory;
+          }
+          # Loaded by datapunk-backup alone, and read only when `backup create` connects.
+          // lib.optionalAttrs container { password_credential = backupPasswordCredential; }
+        );
       };
 
       users.groups.datapunk.members = [ cfg.user ];

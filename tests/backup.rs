@@ -710,3 +710,104 @@ async fn a_synced_database_comes_back_whole_after_it_was_dropped() {
     let verify = backups.ok(&["audit", "verify"]);
     assert!(!verify.is_empty());
 }
+
+/// With an external server that asks every role for its password (the NixOS module's
+/// PostgreSQL container), `backup create` gives pg_dump `datapunk_backup`'s own password
+/// through a private password file that is gone afterwards: never in pg_dump's arguments, its
+/// environment or the server log. Without `backup.password_file`, datapunk_backup is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_password_logins_pg_dump_gets_the_backup_roles_own_password_from_a_private_file() {
+    const APP: &str = "app-pw-Qx7-not-for-pg-dump";
+    const BACKUP: &str = "backup:pw\\Rz4-only-for-pg-dump";
+    let dir = datapunk_testkit::tempdir();
+    let hba = dir.join("pg_hba.conf");
+    fs::write(&hba, "local all postgres trust\nlocal all all scram-sha-256\n").expect("pg_hba");
+    account().chown(&hba);
+    let hba_file = hba.display().to_string();
+    let server = Cluster::start_with(&[
+        ("hba_file", &hba_file),
+        ("password_encryption", "scram-sha-256"),
+        ("log_statement", "all"),
+        ("log_connections", "on"),
+    ]);
+    let db_name = server.unique_db_name("pw");
+    let admin = server.conninfo("postgres", "postgres");
+    let setup = Setup::external_with(&db_name, &server.conninfo("datapunk_app", &db_name), "");
+    let app_file = setup.write_file("app-password", format!("{APP}\n").as_bytes());
+    let backup_file = setup.write_file("backup-password", format!("{BACKUP}\n").as_bytes());
+    let config = fs::read_to_string(&setup.config).expect("the configuration");
+    setup.write_config(&format!("{config}password_file = \"{}\"\n", app_file.display()));
+    let init = setup.cli(&["db", "init", "--admin-url", &admin]);
+    assert!(init.status.success(), "{}", stderr(&init));
+    for (role, file) in [("app", &app_file), ("backup", &backup_file)] {
+        let file = file.display().to_string();
+        setup.cli_ok(&["db", "password", role, "--password-file", &file, "--admin-url", &admin]);
+    }
+    let backups = Backups::on(setup);
+    let recipients = format!("recipients = [\"{}\"]\n", backups.fingerprint);
+
+    // Without its own password, datapunk_backup offers the app's and is refused.
+    let output = backups.datapunk(&["backup", "create"]);
+    assert!(!output.status.success(), "a backup was made with the app role's password");
+    assert!(stderr(&output).contains("datapunk_backup"), "{}", stderr(&output));
+    assert!(Backups::backups_in(&backups.dir()).is_empty());
+
+    // A pg_dump that records what it was given, then does its work.
+    let fake = backups.setup.path().join("recording-bin");
+    fs::create_dir(&fake).expect("a directory");
+    let record = backups.setup.path().join("pg_dump-saw");
+    let real_path = datapunk_tests::path_with_postgres();
+    let script = format!(
+        "#!/bin/sh\n[ \"$1\" = --version ] || {{ printf '%s\\n' \"$@\" > '{record}.args'; \
+         env > '{record}.env'; printf '%s\\n' \"$PGPASSFILE\" > '{record}.file'; \
+         stat -c %a \"$PGPASSFILE\" > '{record}.mode'; }}\nPATH='{real_path}' exec pg_dump \"$@\"\n",
+        record = record.display(),
+    );
+    fs::write(fake.join("pg_dump"), script).expect("the script");
+    fs::set_permissions(fake.join("pg_dump"), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = format!("{}:{real_path}", fake.display());
+    backups.configure(&format!("{recipients}password_file = \"{}\"\n", backup_file.display()));
+    let output = backups.command("datapunk").args(["backup", "create"]).env("PATH", path).output();
+    let output = output.expect("run datapunk");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let made = Backups::backups_in(&backups.dir());
+    assert_eq!(made.len(), 1);
+    backups.ok(&["backup", "verify", &made[0].to_string_lossy()]);
+
+    let saw = |suffix: &str| {
+        fs::read_to_string(format!("{}.{suffix}", record.display()))
+            .unwrap_or_else(|e| panic!("pg_dump's {suffix} were not recorded: {e}"))
+    };
+    let password_file = PathBuf::from(saw("file").trim());
+    assert!(password_file.starts_with(backups.setup.runtime_dir()), "{}", password_file.display());
+    assert_eq!(saw("mode").trim(), "600");
+    assert!(!password_file.exists(), "the password file outlived the backup");
+    let (args, env, log) = (saw("args"), saw("env"), server.log());
+    assert!(args.contains("--no-password"), "{args}");
+    assert!(log.contains("user=datapunk_backup"), "pg_dump did not log in as datapunk_backup");
+    for (what, text) in [("arguments", &args), ("environment", &env), ("server log", &log)] {
+        for password in [APP, BACKUP, "Rz4-only"] {
+            assert!(!text.contains(password), "a password is in pg_dump's {what}");
+        }
+    }
+    assert!(!stderr(&output).contains("Rz4-only") && !stderr(&output).contains(APP));
+
+    // As the NixOS module configures it: a systemd credential, looked up only by the command
+    // that needs it.
+    backups.configure(&format!("{recipients}password_credential = \"backup-pw\"\n"));
+    let output = backups.datapunk(&["backup", "create"]);
+    assert!(!output.status.success(), "a backup was made without the credential");
+    assert!(stderr(&output).contains("CREDENTIALS_DIRECTORY"), "{}", stderr(&output));
+    backups.ok(&["config", "check"]);
+    let credentials = backups.setup.path().join("credentials");
+    let made = backups.command("mkdir").args(["-m", "700"]).arg(&credentials).output();
+    assert!(made.expect("mkdir").status.success());
+    let copied =
+        backups.command("cp").arg(&backup_file).arg(credentials.join("backup-pw")).output();
+    assert!(copied.expect("cp").status.success());
+    let mut create = backups.command("datapunk");
+    create.args(["backup", "create"]).env("CREDENTIALS_DIRECTORY", &credentials);
+    let output = create.output().expect("run datapunk");
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(Backups::backups_in(&backups.dir()).len(), 2);
+}

@@ -189,9 +189,6 @@ let
       (holds "a warning that the intervals differ" (
         warned config "services.datapunk.integrations.*.interval differ (300, 600)"
       ))
-      (holds "a warning that container backups cannot log in yet" (
-        warned config "services.datapunk.backup.enable with database.backend = \"container\""
-      ))
 
       # The volume.
       (is "the crypttab line opens the volume in stage 2 with the key file"
@@ -396,10 +393,14 @@ let
         spotify.client_id = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
       })
       (is "the shortest interval is the daemon's" settings.sync.interval_secs 300)
-      (is "backups go to the recipients and the directory" settings.backup {
-        recipients = [ fingerprint ];
-        dir = backupDir;
-      })
+      (is "backups go to the recipients and the directory, logging in with the credential"
+        settings.backup
+        {
+          recipients = [ fingerprint ];
+          dir = backupDir;
+          password_credential = "datapunk-backup-password";
+        }
+      )
       (is "the shell finds the configuration"
         config.environment.sessionVariables.DATAPUNK_CONFIG
         "/etc/datapunk/config.toml"

@@ -61,6 +61,10 @@ pub struct BackupSettings {
     pub dir: PathBuf,
     /// GnuPG's home directory. `None`: `$GNUPGHOME`, else gpg's default.
     pub gnupg_home: Option<PathBuf>,
+    /// The password of `datapunk_backup`, for an external server that asks for one (such as
+    /// the NixOS module's PostgreSQL container). `None`: `database.password_file`'s, if any.
+    /// A credential is looked up only when `datapunk backup create` connects.
+    pub password: Option<SecretRef>,
 }
 
 /// A `[providers.NAME]` table: the OAuth client registered with a provider, and endpoints that

@@ -39,6 +39,8 @@ struct RawBackup {
     passphrase_file: Option<Spanned<PathBuf>>,
     dir: Option<Spanned<PathBuf>>,
     gnupg_home: Option<Spanned<PathBuf>>,
+    password_file: Option<Spanned<PathBuf>>,
+    password_credential: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -188,7 +190,7 @@ pub(crate) fn parse(text: &str, path: &Path, env: &Environment) -> Result<Config
         providers.insert(name.clone(), self::provider(&src, name, provider)?);
     }
 
-    let backup = backup(&src, &raw.backup, env)?;
+    let backup = backup(&src, &raw.backup, &database, env)?;
 
     Ok(Config {
         source: Some(path.to_path_buf()),
@@ -446,6 +448,7 @@ fn sync(src: &Source<'_>, raw: &RawSync) -> Result<SyncSettings, ConfigError> {
 fn backup(
     src: &Source<'_>,
     raw: &RawBackup,
+    database: &Database,
     env: &Environment,
 ) -> Result<BackupSettings, ConfigError> {
     let mut recipients = Vec::new();
@@ -481,7 +484,28 @@ fn backup(
         Some(dir) => Some(src.resolve(dir, "backup.gnupg_home")?),
         None => None,
     };
-    Ok(BackupSettings { recipients, passphrase_file, dir, gnupg_home })
+    let password = match (&raw.password_file, &raw.password_credential) {
+        (Some(_), Some(cred)) => {
+            let problem = "set either `backup.password_file` or this, not both";
+            return Err(src.at(cred, "backup.password_credential", problem));
+        }
+        (Some(file), None) => Some((file.span(), "backup.password_file")),
+        (None, Some(cred)) => Some((cred.span(), "backup.password_credential")),
+        (None, None) => None,
+    };
+    if let (Some((span, key)), DatabaseMode::Managed { .. }) = (&password, &database.mode) {
+        let problem = "is for `database.mode = \"external\"`: the roles of the managed cluster \
+                       log in by peer authentication, without passwords";
+        return Err(src.error(Some(span.clone()), Some(key), problem.to_owned()));
+    }
+    let password = match (&raw.password_file, &raw.password_credential) {
+        (Some(file), _) => Some(SecretRef::File(src.resolve(file, "backup.password_file")?)),
+        (None, Some(cred)) => {
+            Some(SecretRef::Credential(credential_name(src, cred, "backup.password_credential")?))
+        }
+        (None, None) => None,
+    };
+    Ok(BackupSettings { recipients, passphrase_file, dir, gnupg_home, password })
 }
 
 /// The providers Datapunk knows; `[providers.NAME]` must name one.

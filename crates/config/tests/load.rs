@@ -340,3 +340,25 @@ fn the_backup_table_refuses_short_ids_both_kinds_of_key_and_unknown_keys() {
     assert_eq!(key.as_deref(), Some("backup.passphrase"));
     assert!(!problem.contains("S3CRET"), "{problem}");
 }
+
+#[test]
+fn the_backup_role_password_is_for_external_servers_and_comes_from_a_file_or_a_credential() {
+    let external = "[database]\nmode = \"external\"\nconninfo = \"user=datapunk_app\"\n";
+    let config =
+        parse(&format!("{external}[backup]\npassword_file = \"backup-pw\"\n")).expect("valid");
+    let password = config.backup.password;
+    assert_eq!(password, Some(SecretRef::File("/etc/datapunk/backup-pw".into())));
+    assert_eq!(parse(external).expect("valid").backup.password, None);
+
+    let text = format!("{external}[backup]\npassword_credential = \"datapunk-backup-password\"\n");
+    let password = parse(&text).expect("valid without a credentials directory").backup.password;
+    assert_eq!(password, Some(SecretRef::Credential("datapunk-backup-password".to_owned())));
+
+    let both = format!("{external}[backup]\npassword_file = \"/p\"\npassword_credential = \"c\"\n");
+    let (location, key, _) = invalid(&both);
+    assert_eq!((location.line, key.as_deref()), (6, Some("backup.password_credential")));
+
+    let (location, key, problem) = invalid("[backup]\npassword_file = \"/p\"\n");
+    assert_eq!((location.line, key.as_deref()), (2, Some("backup.password_file")));
+    assert!(problem.contains("external"), "{problem}");
+}

@@ -17,6 +17,7 @@ use rustls::pki_types::pem::PemObject;
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::{Client, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
+use zeroize::Zeroizing;
 
 use crate::{Error, SchemaState, migrations};
 
@@ -39,6 +40,8 @@ pub struct ConnectOptions {
     pub conninfo: String,
     /// A file holding the password (one line), for servers that ask for one.
     pub password_file: Option<PathBuf>,
+    /// The configuration key that named `password_file`, for errors about the file.
+    pub password_setting: &'static str,
     /// TLS for TCP connections; `None` connects without TLS.
     pub tls: Option<Tls>,
     /// The most connections [`Store`] keeps open.
@@ -64,6 +67,7 @@ impl ConnectOptions {
         Self {
             conninfo: conninfo.into(),
             password_file: None,
+            password_setting: "database.password_file",
             tls: None,
             pool_size: 4,
             user: None,
@@ -78,6 +82,18 @@ impl ConnectOptions {
     /// As [`Store::connect`].
     pub async fn connect_once(&self) -> Result<Client, Error> {
         self.resolve()?.connect_one().await
+    }
+
+    /// The password read from `password_file`, if one is set.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be read, is empty, or other users can read it.
+    pub fn password(&self) -> Result<Option<Zeroizing<Vec<u8>>>, Error> {
+        match &self.password_file {
+            Some(path) => read_password_file(path, self.password_setting).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Builds the driver configuration and the TLS connector.
@@ -102,8 +118,8 @@ impl ConnectOptions {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
-        if let Some(path) = &self.password_file {
-            config.password(read_password_file(path)?);
+        if let Some(password) = self.password()? {
+            config.password(password.as_slice());
         }
 
         let tls = match &self.tls {
@@ -283,22 +299,22 @@ fn parse_conninfo(conninfo: &str) -> Result<tokio_postgres::Config, Error> {
     Ok(config)
 }
 
-fn read_password_file(path: &Path) -> Result<Vec<u8>, Error> {
-    const KEY: &str = "database.password_file";
+fn read_password_file(path: &Path, key: &'static str) -> Result<Zeroizing<Vec<u8>>, Error> {
     let shown = path.display();
     let metadata =
         std::fs::metadata(path).map_err(|e| Error::io(format!("cannot read {shown}"), e))?;
     if metadata.permissions().mode() & 0o007 != 0 {
         let reason = format!("{shown} can be read by other users; run `chmod o-rwx` on it");
-        return Err(Error::config(KEY, reason));
+        return Err(Error::config(key, reason));
     }
-    let mut password =
-        std::fs::read(path).map_err(|e| Error::io(format!("cannot read {shown}"), e))?;
+    let mut password = std::fs::read(path)
+        .map(Zeroizing::new)
+        .map_err(|e| Error::io(format!("cannot read {shown}"), e))?;
     while password.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
         password.pop();
     }
     if password.is_empty() {
-        return Err(Error::config(KEY, format!("{shown} is empty")));
+        return Err(Error::config(key, format!("{shown} is empty")));
     }
     Ok(password)
 }

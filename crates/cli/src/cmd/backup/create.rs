@@ -16,14 +16,16 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
 
 use anyhow::Context as _;
-use datapunk_config::{Config, DatabaseMode};
+use datapunk_config::{Config, DatabaseMode, SecretRef};
 use datapunk_daemon::database::{connect_options, managed_cluster};
-use datapunk_store::Role;
 use datapunk_store::audit::Outcome;
+use datapunk_store::managed::Cluster;
+use datapunk_store::{ConnectOptions, Role};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
+use zeroize::Zeroizing;
 
 use super::files::{self, DatabaseFacts, MANIFEST_FORMAT, MANIFEST_VERSION, Manifest, Tools};
 use super::{StepError, Trail};
@@ -154,6 +156,61 @@ pub(super) async fn run(config: &Config, to: Option<&Path>) -> anyhow::Result<()
     Ok(())
 }
 
+/// How to connect as `datapunk_backup`: with `backup.password_file` (or its credential) when
+/// it is set, else as [`connect_options`] says.
+fn backup_options(config: &Config, cluster: Option<&Cluster>) -> anyhow::Result<ConnectOptions> {
+    let mut options = connect_options(config, cluster, Role::Backup);
+    if let Some(password) = &config.backup.password {
+        let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+        let path = password.path(credentials.as_deref(), "backup.password_file");
+        options.password_file = Some(path.map_err(anyhow::Error::msg)?);
+        options.password_setting = match password {
+            SecretRef::File(_) => "backup.password_file",
+            SecretRef::Credential(_) => "backup.password_credential",
+        };
+    }
+    Ok(options)
+}
+
+/// A private libpq password file (0600, in the runtime directory, removed when dropped)
+/// holding the password `options` name, for any host, database and user: the only password
+/// pg_dump may use. `None` when no password is configured.
+fn password_file(
+    config: &Config,
+    options: &ConnectOptions,
+) -> anyhow::Result<Option<tempfile::NamedTempFile>> {
+    let Some(password) = options.password()? else {
+        return Ok(None);
+    };
+    if password.iter().any(|b| matches!(b, b'\n' | b'\r' | 0)) {
+        anyhow::bail!(
+            "`{}` names a password with a line break or a NUL byte inside, which a libpq \
+             password file cannot hold",
+            options.password_setting
+        );
+    }
+    // A libpq password file escapes `\` and `:` with a backslash.
+    let mut line = Zeroizing::new(b"*:*:*:*:".to_vec());
+    for byte in password.iter() {
+        if matches!(byte, b'\\' | b':') {
+            line.push(b'\\');
+        }
+        line.push(*byte);
+    }
+    line.push(b'\n');
+    let dir = &config.daemon.runtime_dir;
+    datapunk_daemon::process::private_dir(dir)
+        .with_context(|| format!("cannot prepare {}", dir.display()))?;
+    let mut file = tempfile::Builder::new()
+        .prefix(".datapunk-pgpass-")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a password file in {}", dir.display()))?;
+    file.write_all(&line)
+        .and_then(|()| file.flush())
+        .with_context(|| format!("cannot write a password file in {}", dir.display()))?;
+    Ok(Some(file))
+}
+
 async fn create(config: &Config, dir: &Path, encryption: &Encryption) -> Result<Made, StepError> {
     files::prepare_dir(dir).map_err(|e| StepError::new("preparing the destination", e))?;
     let gpg = super::gpg_options(config);
@@ -170,7 +227,9 @@ async fn create(config: &Config, dir: &Path, encryption: &Encryption) -> Result<
     let cluster = managed_cluster(config).map_err(|e| StepError::new("reading the database", e))?;
     // pg_dump reads the database through the snapshot this connection exports, so a database
     // that cannot be reached fails pg_dump's step.
-    let client = connect_options(config, cluster.as_ref(), Role::Backup)
+    let options = backup_options(config, cluster.as_ref())
+        .map_err(|e| StepError::new("connecting as datapunk_backup", e))?;
+    let client = options
         .connect_once()
         .await
         .context("cannot connect as datapunk_backup to dump the database")
@@ -179,17 +238,7 @@ async fn create(config: &Config, dir: &Path, encryption: &Encryption) -> Result<
         .await
         .map_err(|e| StepError::new("reading the database", e))?;
     let conninfo = match (&config.database.mode, &cluster) {
-        (DatabaseMode::External { conninfo, tls, password }, _) => {
-            if password.is_some() {
-                return Err(StepError::new(
-                    "connecting as datapunk_backup",
-                    anyhow::anyhow!(
-                        "pg_dump cannot be given the password file of `database.password_file` \
-                         without exposing it; use peer or certificate authentication for \
-                         datapunk_backup, or a ~/.pgpass entry"
-                    ),
-                ));
-            }
+        (DatabaseMode::External { conninfo, tls, .. }, _) => {
             super::super::db::external_conninfo(conninfo, tls, Role::Backup)
         }
         (DatabaseMode::Managed { .. }, Some(cluster)) => {
@@ -210,9 +259,14 @@ async fn create(config: &Config, dir: &Path, encryption: &Encryption) -> Result<
         .with_context(|| format!("cannot create a file in {}", dir.display()))
         .map_err(|e| StepError::new("creating the temporary file", e))?;
 
+    // The password, if the server asks for one, reaches pg_dump in a password file of its
+    // own that lives as long as the dump: never in its arguments or its environment.
+    let password_file = password_file(config, &options)
+        .map_err(|e| StepError::new("connecting as datapunk_backup", e))?;
     let mut dump = Command::new(&pg_dump);
     dump.env_clear()
         .envs(std::env::vars_os().filter(|(name, _)| name == "PATH" || name == "HOME"))
+        .envs(password_file.as_ref().map(|file| ("PGPASSFILE", file.path())))
         .env("LC_MESSAGES", "C")
         .args(["--format=custom", "--no-password"])
         .arg(format!("--snapshot={snapshot}"))
@@ -239,6 +293,7 @@ async fn create(config: &Config, dir: &Path, encryption: &Encryption) -> Result<
     progress.finish_and_clear();
     // The snapshot was needed until pg_dump was done with it.
     drop(client);
+    drop(password_file);
 
     let (size, sha256) = written;
     let recipients = match encryption {
