@@ -231,6 +231,10 @@ let
       "services.datapunk.settings.backup.passphrase_file"
       (cfg.settings.backup.passphrase_file or null)
     ]
+    [
+      "services.datapunk.settings.backup.password_file"
+      (cfg.settings.backup.password_file or null)
+    ]
   ]
   ++ lib.mapAttrsToList (provider: integration: [
     "services.datapunk.integrations.${provider}.clientSecretFile"

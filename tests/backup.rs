@@ -766,6 +766,13 @@ async fn with_password_logins_pg_dump_gets_the_backup_roles_own_password_from_a_
     fs::write(fake.join("pg_dump"), script).expect("the script");
     fs::set_permissions(fake.join("pg_dump"), fs::Permissions::from_mode(0o755)).expect("chmod");
     let path = format!("{}:{real_path}", fake.display());
+    // What a killed `create` would have left behind, two minutes ago.
+    let stale = backups.setup.runtime_dir().join(".datapunk-pgpass-killed");
+    let runtime = backups.setup.runtime_dir();
+    let made = backups.command("mkdir").args(["-p", "-m", "700"]).arg(&runtime).output();
+    assert!(made.expect("mkdir").status.success());
+    let planted = backups.command("touch").args(["-d", "2 minutes ago"]).arg(&stale).output();
+    assert!(planted.expect("touch").status.success());
     backups.configure(&format!("{recipients}password_file = \"{}\"\n", backup_file.display()));
     let output = backups.command("datapunk").args(["backup", "create"]).env("PATH", path).output();
     let output = output.expect("run datapunk");
@@ -782,6 +789,7 @@ async fn with_password_logins_pg_dump_gets_the_backup_roles_own_password_from_a_
     assert!(password_file.starts_with(backups.setup.runtime_dir()), "{}", password_file.display());
     assert_eq!(saw("mode").trim(), "600");
     assert!(!password_file.exists(), "the password file outlived the backup");
+    assert!(!stale.exists(), "a killed backup's password file was left in place");
     let (args, env, log) = (saw("args"), saw("env"), server.log());
     assert!(args.contains("--no-password"), "{args}");
     assert!(log.contains("user=datapunk_backup"), "pg_dump did not log in as datapunk_backup");

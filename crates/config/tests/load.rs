@@ -362,3 +362,28 @@ fn the_backup_role_password_is_for_external_servers_and_comes_from_a_file_or_a_c
     assert_eq!((location.line, key.as_deref()), (2, Some("backup.password_file")));
     assert!(problem.contains("external"), "{problem}");
 }
+
+#[test]
+fn every_key_the_example_comments_out_belongs_to_the_table_it_is_written_in() {
+    let mut table = String::new();
+    let mut checked = 0;
+    for line in EXAMPLE.lines() {
+        // A table header, or a commented one such as `# [providers.google]`.
+        let header = line.strip_prefix("# ").unwrap_or(line);
+        if let Some(name) = header.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            table = name.to_owned();
+            continue;
+        }
+        let Some(assignment) = line.strip_prefix("# ") else { continue };
+        let Some((key, _)) = assignment.split_once(" = ") else { continue };
+        if key.contains(' ') || table.is_empty() {
+            continue;
+        }
+        let text = format!("[{table}]\n{assignment}\n");
+        if let Err(ConfigError::Invalid { problem, .. }) = parse(&text) {
+            assert!(!problem.contains("unknown key"), "[{table}] {key}: {problem}");
+        }
+        checked += 1;
+    }
+    assert!(checked > 20, "only {checked} commented keys were found");
+}

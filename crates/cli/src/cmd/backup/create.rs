@@ -201,14 +201,30 @@ fn password_file(
     let dir = &config.daemon.runtime_dir;
     datapunk_daemon::process::private_dir(dir)
         .with_context(|| format!("cannot prepare {}", dir.display()))?;
+    remove_stale_password_files(dir);
     let mut file = tempfile::Builder::new()
-        .prefix(".datapunk-pgpass-")
+        .prefix(PASSWORD_FILE_PREFIX)
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a password file in {}", dir.display()))?;
     file.write_all(&line)
         .and_then(|()| file.flush())
         .with_context(|| format!("cannot write a password file in {}", dir.display()))?;
     Ok(Some(file))
+}
+
+const PASSWORD_FILE_PREFIX: &str = ".datapunk-pgpass-";
+
+/// Removes the password files a `create` that was killed left in `dir`. pg_dump reads its
+/// password file when it connects, at once, so a file older than a minute serves nobody.
+fn remove_stale_password_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let ours = entry.file_name().to_string_lossy().starts_with(PASSWORD_FILE_PREFIX);
+        let age = entry.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+        if ours && age.is_some_and(|age| age > std::time::Duration::from_secs(60)) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 async fn create(config: &Config, dir: &Path, encryption: &Encryption) -> Result<Made, StepError> {
