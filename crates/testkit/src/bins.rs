@@ -40,8 +40,9 @@ pub fn bin(name: &str) -> PathBuf {
     if !source.is_file() {
         panic!(
             "datapunk-testkit: the binary {name:?} is not at {}; build them first with \
-             `cargo build --workspace --bins` (same profile as the tests)",
-            source.display()
+             `cargo build --workspace --bins{}` (the profile of the tests or benchmarks)",
+            source.display(),
+            if source.components().any(|c| c.as_os_str() == "release") { " --release" } else { "" }
         );
     }
 
