@@ -44,8 +44,9 @@ pub trait TokenSource: Send + Sync {
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     /// The provider dropped the sync token (Calendar 410 `fullSyncRequired`, People
-    /// `EXPIRED_SYNC_TOKEN`, Graph 410 `SyncStateNotFound`), or the stored cursor cannot be
-    /// used any more (it points away from the configured API base): start a full round.
+    /// `EXPIRED_SYNC_TOKEN`, Graph 410 `SyncStateNotFound`), a Spotify list changed while a
+    /// round read it, or the stored cursor cannot be used any more (it points away from the
+    /// configured API base): start a full round.
     #[error("the provider needs a full sync: {reason}")]
     ResyncRequired {
         /// The provider's reason code.

@@ -10,7 +10,10 @@
 //!
 //! Saved tracks and playlists have no change feed. Every round reads everything with offset
 //! paging (`limit=50`, following `next` as sent, below the API base only) and ends with
-//! [`Next::Done`] `full`, so that the store removes what the round did not see. Playlists come
+//! [`Next::Done`] `full`, so that the store removes what the round did not see. An item
+//! removed while a round reads the list moves every later item one place up, so the page after
+//! it would skip one, which the sweep would then remove: the round remembers the list's
+//! `total` from its first page and starts over when a later page reports another. Playlists come
 //! in the legacy shape (`tracks: {total}`) and the 2026 development-mode shape
 //! (`items: {total}`).
 
@@ -83,11 +86,15 @@ pub(crate) async fn list<T: TokenSource>(
     list: List,
     cursor: &Cursor,
 ) -> Result<Page, FetchError> {
-    let url = match cursor {
-        Cursor::Page { continuation, .. } => Url::parse(continuation)
-            .ok()
-            .filter(|url| fetch::within(base, url))
-            .ok_or_else(|| FetchError::ResyncRequired { reason: "unreadable cursor".into() })?,
+    let (url, total) = match cursor {
+        Cursor::Page { continuation, .. } => {
+            let (total, link) = split_continuation(continuation);
+            let url = Url::parse(link)
+                .ok()
+                .filter(|url| fetch::within(base, url))
+                .ok_or_else(|| FetchError::ResyncRequired { reason: "unreadable cursor".into() })?;
+            (url, total)
+        }
         // A reconciled list never stores a sync token; one found is read as a new round.
         Cursor::Start | Cursor::Synced(_) => {
             let path = match list {
@@ -98,13 +105,33 @@ pub(crate) async fn list<T: TokenSource>(
             url.query_pairs_mut()
                 .append_pair("limit", &LIMIT.to_string())
                 .append_pair("offset", "0");
-            url
+            (url, None)
         }
     };
     let request = Get { what: list.what(), url, prefer: None };
     let body = fetch::get(tokens, &options.retry, &request, |_| None).await?;
 
-    parse_list(base, list, &body)
+    parse_list(base, list, total, &body)
+}
+
+/// The continuation of a reconciled list's round: the `total` its first page reported, a
+/// space, and the `next` link as Spotify sent it (a URL holds no bare space).
+fn continuation(total: Option<u64>, next: &str) -> String {
+    match total {
+        Some(total) => format!("{total} {next}"),
+        None => next.to_owned(),
+    }
+}
+
+/// The total and the link of a [`continuation`]; one stored as a bare link has no total.
+fn split_continuation(continuation: &str) -> (Option<u64>, &str) {
+    match continuation.split_once(' ') {
+        Some((total, link)) => match total.parse() {
+            Ok(total) => (Some(total), link),
+            Err(_) => (None, continuation),
+        },
+        None => (None, continuation),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -206,6 +233,8 @@ fn parse_plays(body: &[u8], after: Option<&str>) -> Result<Page, FetchError> {
 struct ListPage {
     items: RawItems,
     next: Option<String>,
+    /// How many items the whole list holds now.
+    total: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -243,9 +272,19 @@ struct Entries {
     total: i64,
 }
 
-fn parse_list(base: &Url, list: List, body: &[u8]) -> Result<Page, FetchError> {
+/// A page of `list`; `total` is what the round's first page said the list holds (`None` on
+/// the first page).
+fn parse_list(base: &Url, list: List, total: Option<u64>, body: &[u8]) -> Result<Page, FetchError> {
     let what = list.what();
     let page: ListPage = fetch::parse(what, "", body)?;
+    if let (Some(before), Some(now)) = (total, page.total)
+        && before != now
+    {
+        // Offsets shifted under the round: a page may have skipped an item, which the sweep
+        // would remove.
+        let reason = format!("the list changed while it was read ({before} items, then {now})");
+        return Err(FetchError::ResyncRequired { reason });
+    }
 
     let mut upserts = Vec::with_capacity(page.items.len());
     for (index, raw) in page.items.iter().enumerate() {
@@ -260,7 +299,8 @@ fn parse_list(base: &Url, list: List, body: &[u8]) -> Result<Page, FetchError> {
     let next = match page.next {
         Some(next) => match Url::parse(&next) {
             Ok(url) if fetch::within(base, &url) => {
-                Next::More(Cursor::Page { continuation: next, full: true })
+                let continuation = continuation(total.or(page.total), &next);
+                Next::More(Cursor::Page { continuation, full: true })
             }
             _ => return Err(fetch::malformed(what, "a next link that is not below the API base")),
         },
@@ -356,19 +396,35 @@ mod tests {
         let page = parse_list(
             &base(),
             List::SavedTracks,
+            None,
             include_bytes!("../tests/fixtures/spotify-saved-tracks.json"),
         )
         .expect("the page parses");
-        let next = "https://api.spotify.example/v1/me/tracks?offset=1&limit=1";
+        let next = "2 https://api.spotify.example/v1/me/tracks?offset=1&limit=1";
         assert_eq!(page.next, Next::More(Cursor::Page { continuation: next.into(), full: true }));
         let [saved] = page.upserts.as_slice() else { panic!("one track") };
         assert_eq!(saved.id, "trk2");
         let Columns::SavedTrack { added_at, .. } = &saved.columns else { panic!() };
         assert_eq!(*added_at, datetime!(2026-04-01 12:00 UTC));
 
-        let last = br#"{"items": [], "next": null, "total": 1}"#;
-        let page = parse_list(&base(), List::SavedTracks, last).expect("parses");
+        let last = br#"{"items": [], "next": null, "total": 2}"#;
+        let page = parse_list(&base(), List::SavedTracks, Some(2), last).expect("parses");
         assert_eq!(page.next, Next::Done { sync_token: None, full: true });
+    }
+
+    #[test]
+    fn a_round_starts_over_when_the_list_changes_under_it() {
+        let shrunk = br#"{"items": [], "next": null, "total": 1}"#;
+        let Err(FetchError::ResyncRequired { reason }) =
+            parse_list(&base(), List::SavedTracks, Some(2), shrunk)
+        else {
+            panic!("expected ResyncRequired")
+        };
+        assert_eq!(reason, "the list changed while it was read (2 items, then 1)");
+
+        let link = "https://api.spotify.example/v1/me/tracks?offset=50&limit=50";
+        assert_eq!(split_continuation(&continuation(Some(51), link)), (Some(51), link));
+        assert_eq!(split_continuation(link), (None, link), "a cursor stored without a total");
     }
 
     #[test]
@@ -376,6 +432,7 @@ mod tests {
         let page = parse_list(
             &base(),
             List::Playlists,
+            None,
             include_bytes!("../tests/fixtures/spotify-playlists.json"),
         )
         .expect("the page parses");
@@ -396,7 +453,7 @@ mod tests {
 
         let neither = br#"{"items": [{"id": "p", "name": "n", "snapshot_id": "s"}], "next": null}"#;
         let Err(FetchError::Malformed { reason, .. }) =
-            parse_list(&base(), List::Playlists, neither)
+            parse_list(&base(), List::Playlists, None, neither)
         else {
             panic!("expected Malformed")
         };

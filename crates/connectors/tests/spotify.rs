@@ -65,6 +65,29 @@ async fn saved_tracks_follow_next_and_end_with_a_full_round() {
 }
 
 #[tokio::test]
+async fn a_saved_track_removed_while_the_round_reads_restarts_the_round() {
+    let stand = Stand::start().await;
+    let tokens = Tokens::new();
+    let connector = connector(Provider::Spotify, "saved-tracks", &stand, &quick());
+    let item = r#"{"added_at": "2026-04-01T12:00:00Z", "track": {"id": "t1", "name": "Song",
+        "duration_ms": 1000, "artists": [], "album": {"name": "Album"}}}"#;
+    stand.reply(Reply::json(format!(
+        r#"{{"items": [{item}], "next": "{}/v1/me/tracks?offset=50&limit=50", "total": 51}}"#,
+        stand.base
+    )));
+    // One of the first 50 went: the 51st moved to offset 49, and this page misses it.
+    stand.reply(Reply::json(r#"{"items": [], "next": null, "total": 50}"#));
+
+    let first = connector.fetch(&tokens, &one(), &Cursor::Start).await.expect("page 1");
+    let Next::More(cursor) = first.next else { panic!("another page") };
+    let second = connector.fetch(&tokens, &one(), &cursor).await;
+
+    let Err(FetchError::ResyncRequired { reason }) = second else { panic!("{second:?}") };
+    assert_eq!(reason, "the list changed while it was read (51 items, then 50)");
+    assert_eq!(stand.asked()[1].uri, "/v1/me/tracks?offset=50&limit=50");
+}
+
+#[tokio::test]
 async fn an_expired_token_is_refreshed_once_and_a_rate_limit_waited_out() {
     let stand = Stand::start().await;
     let tokens = Tokens::new();

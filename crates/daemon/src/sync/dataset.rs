@@ -216,7 +216,8 @@ const STEPS: usize = 64;
 enum Step {
     /// A page, being sealed; `ahead` holds its share of [`AHEAD`] until it is stored.
     Page { sealing: JoinHandle<Result<datasets::Page, SyncError>>, ahead: OwnedSemaphorePermit },
-    /// The provider dropped the sync token: the round starts over, from the start.
+    /// The provider dropped the sync token, or a reconciled list changed while it was read:
+    /// the round starts over, from the start.
     Restart { reason: String },
     /// Reading failed; what came before is stored, then the sync stops with this.
     Failed(SyncError),
@@ -313,7 +314,7 @@ async fn store_pages(
                     integration = stream_key.integration.as_str(),
                     dataset = stream_key.dataset.name(),
                     reason = reason.as_str(),
-                    "the provider dropped the sync token; reading everything again"
+                    "the round starts over, reading everything again"
                 );
                 report.resyncs += 1;
                 round = datasets::restart_round(client, stream_key).await?.round;
