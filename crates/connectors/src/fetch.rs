@@ -177,7 +177,7 @@ pub(crate) async fn get<T: TokenSource>(
 
     loop {
         let (error, retry_after) = match send(tokens.http(), &token, request, resync).await {
-            Attempt::Answer(body) => return Ok(body),
+            Attempt::Answer(body) => return Ok(replace_lone_surrogates(body, request.what)),
             Attempt::Fail(error) => return Err(error),
             Attempt::Unauthorized(refusal) if refreshed => {
                 return Err(refused(request.what, &refusal));
@@ -356,6 +356,48 @@ pub(crate) fn malformed(what: &str, reason: impl Into<String>) -> FetchError {
 
 /// Parses `json` as `T`, reporting a failure with its JSON path (after `prefix`) and without
 /// the value serde would quote.
+/// `body` with every `\uXXXX` escape of a lone UTF-16 surrogate replaced by `\uFFFD`, the
+/// replacement character. A provider now and then cuts a string between the halves of a pair;
+/// serde and PostgreSQL's `jsonb` both refuse the half, and the page with it would be refused
+/// at every sync. Anything else, invalid JSON included, is left for the parser to judge.
+fn replace_lone_surrogates(mut body: Vec<u8>, what: &str) -> Vec<u8> {
+    let mut replaced = 0_usize;
+    let mut at = 0;
+    while let Some(found) = body.get(at..).and_then(|rest| rest.iter().position(|&b| b == b'\\')) {
+        at += found;
+        let step = match escaped_unit(&body, at) {
+            Some(0xD800..=0xDBFF)
+                if matches!(escaped_unit(&body, at + 6), Some(0xDC00..=0xDFFF)) =>
+            {
+                12
+            }
+            Some(0xD800..=0xDFFF) => {
+                body[at + 2..at + 6].copy_from_slice(b"FFFD");
+                replaced += 1;
+                6
+            }
+            Some(_) => 6,
+            // `\\`, `\"` and the like: the escaped character is never the start of another.
+            None => 2,
+        };
+        at += step;
+    }
+    if replaced > 0 {
+        tracing::debug!(what, replaced, "lone UTF-16 surrogates replaced with U+FFFD");
+    }
+    body
+}
+
+/// The code unit of a `\uXXXX` escape starting at `at`.
+fn escaped_unit(body: &[u8], at: usize) -> Option<u16> {
+    match body.get(at..at + 6)? {
+        [b'\\', b'u', hex @ ..] if hex.iter().all(u8::is_ascii_hexdigit) => {
+            u16::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
+        }
+        _ => None,
+    }
+}
+
 pub(crate) fn parse<T: DeserializeOwned>(
     what: &str,
     prefix: &str,
@@ -423,6 +465,27 @@ pub(crate) fn endpoint(base: &Url, segments: &[&str]) -> Url {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lone_surrogates_become_replacement_characters_and_pairs_stay() {
+        let body = br#"{"a": "cut \ud83d", "b": "\ud83d\ude00", "c": "\udE00 x", "d": "\\ud800",
+            "e": "\u00e9\uD800\u0041"}"#;
+        assert!(serde_json::from_slice::<serde_json::Value>(body).is_err(), "a lone half");
+
+        let fixed = replace_lone_surrogates(body.to_vec(), "test");
+        let expected =
+            br#"{"a": "cut \uFFFD", "b": "\ud83d\ude00", "c": "\uFFFD x", "d": "\\ud800",
+            "e": "\u00e9\uFFFD\u0041"}"#;
+        assert_eq!(String::from_utf8_lossy(&fixed), String::from_utf8_lossy(expected));
+        let value: serde_json::Value = serde_json::from_slice(&fixed).expect("it parses");
+        assert_eq!(value["a"], "cut \u{FFFD}");
+        assert_eq!(value["b"], "\u{1F600}");
+        assert_eq!(value["d"], "\\ud800");
+        assert_eq!(value["e"], "\u{e9}\u{FFFD}A");
+
+        let short = br#"["\u12", "\ud8"]"#;
+        assert_eq!(replace_lone_surrogates(short.to_vec(), "test"), short.to_vec());
+    }
 
     #[derive(Debug, serde::Deserialize)]
     struct Item {

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Reply, Stand, Tokens, connector, quick};
-use datapunk_connectors::{Cursor, FetchError, Next, Stream};
+use datapunk_connectors::{Columns, Cursor, FetchError, Next, Stream};
 use datapunk_oauth::provider::Provider;
 
 fn one() -> Stream {
@@ -85,6 +85,23 @@ async fn a_saved_track_removed_while_the_round_reads_restarts_the_round() {
     let Err(FetchError::ResyncRequired { reason }) = second else { panic!("{second:?}") };
     assert_eq!(reason, "the list changed while it was read (51 items, then 50)");
     assert_eq!(stand.asked()[1].uri, "/v1/me/tracks?offset=50&limit=50");
+}
+
+#[tokio::test]
+async fn a_name_cut_between_the_halves_of_a_surrogate_pair_is_read_with_a_replacement() {
+    let stand = Stand::start().await;
+    let tokens = Tokens::new();
+    let connector = connector(Provider::Spotify, "saved-tracks", &stand, &quick());
+    let item = r#"{"added_at": "2026-04-01T12:00:00Z", "track": {"id": "t1",
+        "name": "Song \ud83c", "duration_ms": 1000, "artists": [], "album": {"name": "\ud83c\udfb5"}}}"#;
+    stand.reply(Reply::json(format!(r#"{{"items": [{item}], "next": null, "total": 1}}"#)));
+
+    let page = connector.fetch(&tokens, &one(), &Cursor::Start).await.expect("the page is read");
+
+    let Columns::SavedTrack { track, .. } = &page.upserts[0].columns else { panic!() };
+    assert_eq!((track.name.as_str(), track.album.as_str()), ("Song \u{FFFD}", "\u{1F3B5}"));
+    let raw = &page.upserts[0].personal[0].1;
+    assert!(raw.contains(r"Song \uFFFD"), "{raw}");
 }
 
 #[tokio::test]
