@@ -43,7 +43,9 @@ pub(crate) async fn streams<T: TokenSource>(
 
     for _ in 0..MAX_LIST_PAGES {
         let mut url = fetch::endpoint(base, &["calendar", "v3", "users", "me", "calendarList"]);
-        url.query_pairs_mut().append_pair("maxResults", "250");
+        // Hiding a calendar in Google's interface is a display choice, not a deletion: its
+        // events stay in the user's account and in Datapunk.
+        url.query_pairs_mut().append_pair("maxResults", "250").append_pair("showHidden", "true");
         if let Some(token) = &page_token {
             url.query_pairs_mut().append_pair("pageToken", token);
         }

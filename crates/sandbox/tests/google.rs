@@ -71,6 +71,30 @@ fn primary_truth(sandbox: &Sandbox) -> BTreeSet<String> {
 }
 
 #[tokio::test]
+async fn the_calendar_list_leaves_the_hidden_calendar_out_unless_asked_to_show_it() {
+    let sandbox = sandbox(small()).await;
+    let token = access_token(&sandbox, Provider::Google, CALENDAR).await;
+    let url = format!("{}/calendar/v3/users/me/calendarList", sandbox.api_base(Provider::Google));
+
+    let (shown, _) = round(&url, &token, &[("maxResults", "2")], "items").await;
+    let (all, _) =
+        round(&url, &token, &[("maxResults", "2"), ("showHidden", "true")], "items").await;
+
+    assert_eq!(shown.len(), 2);
+    assert!(shown.iter().all(|entry| entry.get("hidden").is_none()), "{shown:?}");
+    assert_eq!(all.len(), 3);
+    let hidden: Vec<&Value> = all.iter().filter(|entry| entry["hidden"] == true).collect();
+    assert_eq!(hidden.len(), 1);
+    assert!(!ids(&shown, "id").contains(hidden[0]["id"].as_str().expect("an id")));
+    let truth: BTreeSet<String> = sandbox
+        .truth(Dataset::GoogleCalendar)
+        .into_iter()
+        .filter_map(|record| record.calendar)
+        .collect();
+    assert_eq!(truth, ids(&all, "id"), "the truth holds events of every calendar, hidden too");
+}
+
+#[tokio::test]
 async fn a_full_calendar_round_ends_with_a_sync_token_and_the_next_lists_only_changes() {
     let sandbox = sandbox(small()).await;
     let token = access_token(&sandbox, Provider::Google, CALENDAR).await;

@@ -1,7 +1,8 @@
 //! Google Calendar v3: `users/me/calendarList` and `calendars/{calendarId}/events`.
 //!
 //! Three calendars: the primary one (its id is the account's address), a shared family
-//! calendar and a read-only holiday calendar, each with its own records and sync tokens.
+//! calendar and a read-only holiday calendar, hidden from the user's list as many are, each
+//! with its own records and sync tokens.
 //! `events.list` pages with `maxResults` (default 250, at most 2500) and `pageToken`, answers
 //! `nextSyncToken` on the last page only, and with `syncToken` lists the events changed since,
 //! deleted ones as `cancelled` tombstones. It refuses what Google refuses with a sync token
@@ -39,6 +40,9 @@ struct CalendarInfo {
     summary: String,
     role: &'static str,
     color: (&'static str, &'static str),
+    /// Hidden from the user's calendar list in Google's interface: `calendarList.list` leaves
+    /// it out unless asked `showHidden=true`.
+    hidden: bool,
 }
 
 fn calendars(data: &Data, account: &Account) -> [CalendarInfo; 3] {
@@ -49,18 +53,21 @@ fn calendars(data: &Data, account: &Account) -> [CalendarInfo; 3] {
             summary: account.name.clone(),
             role: "owner",
             color: ("14", "#9fe1e7"),
+            hidden: false,
         },
         CalendarInfo {
             id: format!("c_{}@group.calendar.google.com", rng.hex(26)),
             summary: "Familie Müller-Łukasiewicz 👨‍👩‍👧".to_owned(),
             role: "owner",
             color: ("2", "#d06b64"),
+            hidden: false,
         },
         CalendarInfo {
             id: "sv.swedish#holiday@group.v.calendar.google.com".to_owned(),
             summary: "Helgdagar i Sverige 🇸🇪".to_owned(),
             role: "reader",
             color: ("8", "#16a765"),
+            hidden: true,
         },
     ]
 }
@@ -438,10 +445,15 @@ pub(super) fn events(data: &mut Data, request: &Request) -> Answer {
     Ok((body, Vec::new()))
 }
 
-/// `calendarList.list`: the three calendars, paged, with a sync token on the last page. The
-/// calendars never change, so an incremental list is empty.
+/// `calendarList.list`: the three calendars, paged, with a sync token on the last page; the
+/// hidden one only with `showHidden=true`. The calendars never change, so an incremental list
+/// is empty.
 pub(super) fn calendar_list(data: &mut Data, request: &Request) -> Answer {
-    let infos = calendars(data, &request.grant.account);
+    let show_hidden = request.param("showHidden") == Some("true");
+    let infos: Vec<CalendarInfo> = calendars(data, &request.grant.account)
+        .into_iter()
+        .filter(|info| show_hidden || !info.hidden)
+        .collect();
     let max_results = max_results(request)?;
     let epoch = data.epoch(Dataset::GoogleCalendar);
     let (start, incremental) = if let Some(text) = request.param("pageToken") {
@@ -485,6 +497,9 @@ pub(super) fn calendar_list(data: &mut Data, request: &Request) -> Answer {
         });
         if start + i == 0 {
             entry["primary"] = json!(true);
+        }
+        if info.hidden {
+            entry["hidden"] = json!(true);
         }
         entry
     }).collect();

@@ -1123,6 +1123,7 @@ const LOGGED_KEYS: &[&str] = &[
     "pageToken",
     "syncToken",
     "showDeleted",
+    "showHidden",
     "singleEvents",
     "timeMin",
     "timeMax",
