@@ -71,7 +71,10 @@ fn sigterm_while_the_cluster_is_being_created_still_ends_cleanly() {
     let setup = Setup::managed();
     let daemon = setup.spawn_daemon(None, &[]);
     std::thread::sleep(Duration::from_millis(300));
-    let took = daemon.stop();
-    assert!(took < Duration::from_secs(5), "took {took:?}");
+    // The signal is acted on once the cluster is up: how long that takes depends on the
+    // machine's load, so the wait is generous and only the clean end is asserted.
+    daemon.signal(rustix::process::Signal::TERM);
+    let (status, took, stderr) = daemon.wait(Duration::from_secs(60));
+    assert!(status.success(), "datapunkd exited with {status} after {took:?}: {stderr}");
     assert!(!setup.data_dir().join("postmaster.pid").exists(), "the cluster was left running");
 }

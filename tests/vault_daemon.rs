@@ -158,3 +158,47 @@ fn the_encrypted_table_vault_needs_its_master_key_to_start_and_then_reports_read
     assert!(setup.cli_ok(&["status"]).contains("vault table ready"));
     daemon.stop();
 }
+
+/// Just after start-up the vault's first check may still run; a `datapunk sync` asked for then
+/// waits for its answer instead of being refused because the vault is "checking".
+#[test]
+fn a_sync_asked_for_while_the_vault_is_first_checked_waits_for_the_answer() {
+    let setup = Setup::external();
+    assert!(setup.init().status.success());
+    // A `pass` that takes three seconds to answer, like a store on a slow disk.
+    let real = std::process::Command::new("sh").args(["-c", "command -v pass"]).output();
+    let real = String::from_utf8_lossy(&real.expect("sh").stdout).trim().to_owned();
+    assert!(!real.is_empty(), "NOT RUN: `pass` is not installed");
+    let bin = setup.path().join("slow-bin");
+    let store = setup.path().join("store");
+    for dir in [&bin, &store] {
+        let made = setup.command("mkdir").args(["-m", "700"]).arg(dir).output();
+        assert!(made.expect("mkdir").status.success());
+    }
+    setup.write_file("store/.gpg-id", b"0123456789ABCDEF0123456789ABCDEF01234567\n");
+    setup.write_file(
+        "slow-bin/pass",
+        format!("#!/bin/sh\nsleep 3\nexec {real} \"$@\"\n").as_bytes(),
+    );
+    let made = setup.command("chmod").args(["700"]).arg(bin.join("pass")).output();
+    assert!(made.expect("chmod").status.success());
+    let config = std::fs::read_to_string(&setup.config).expect("the configuration");
+    let vault = format!("[vault]\nbackend = \"pass\"\npass_store_dir = \"{}\"\n", store.display());
+    setup.write_config(&format!("{config}\n{vault}"));
+
+    let path = format!("{}:{}", bin.display(), datapunk_tests::path_with_postgres());
+    let notify = NotifySocket::new();
+    let daemon = setup.spawn_daemon(Some(&notify), &[("PATH", &path)]);
+    notify.wait_for_line("READY=1", Duration::from_secs(30));
+    assert_eq!(status(&setup)["vault"]["state"], "checking", "the first check already ended");
+    let output = setup.cli(&["sync"]);
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("checking"),
+        "the sync was refused while the vault was checked: {stderr}"
+    );
+    assert!(stderr.contains("no integration has a dataset to sync"), "{stderr}");
+    assert_eq!(status(&setup)["vault"]["state"], "ready");
+    daemon.stop();
+}

@@ -45,6 +45,8 @@ pub(crate) struct Shared {
     vault_kind: BackendKind,
     /// The vault's last known state and when it began; `None` until the first answer.
     vault_state: Mutex<Option<(VaultState, OffsetDateTime)>>,
+    /// Becomes true with the vault's first answer.
+    vault_answered: tokio::sync::watch::Sender<bool>,
     /// What syncs; set once the token keeper is made.
     syncer: std::sync::OnceLock<Arc<crate::sync::Syncer>>,
 }
@@ -161,11 +163,20 @@ impl Shared {
             *observed = Some((state.clone(), OffsetDateTime::now_utc()));
             previous
         };
+        self.vault_answered.send_replace(true);
         let status = self.status().await;
         if status.state != State::Stopping {
             notify::status(&status.summary());
         }
         Some(previous)
+    }
+
+    /// Waits, at most `within`, until the vault has answered once: just after start-up the
+    /// first check may still be under way, and a sync asked for then should not be refused
+    /// for that.
+    pub(crate) async fn vault_answered(&self, within: std::time::Duration) {
+        let mut answered = self.vault_answered.subscribe();
+        let _ = tokio::time::timeout(within, answered.wait_for(|answered| *answered)).await;
     }
 
     /// Whether the vault was last seen ready: syncing waits for it, rather than failing once
@@ -318,6 +329,7 @@ async fn serve(
         server_version,
         vault_kind: vault.kind(),
         vault_state: Mutex::new(None),
+        vault_answered: tokio::sync::watch::Sender::new(false),
         syncer: std::sync::OnceLock::new(),
     });
     for warning in config.warnings() {

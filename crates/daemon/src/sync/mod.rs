@@ -43,6 +43,10 @@ pub(crate) const RETRY_FIRST: Duration = Duration::from_secs(30);
 /// The longest the loop sleeps before looking for integrations again.
 const LOOK_AGAIN: Duration = Duration::from_secs(10);
 
+/// How long a sync asked for just after start-up waits for the vault's first answer, which
+/// takes at most the vault's timeout (30 s unless configured otherwise).
+const FIRST_VAULT_ANSWER: Duration = Duration::from_secs(30);
+
 /// States in which an integration is synced.
 const RUNNABLE: [State; 3] = [State::Active, State::KeyringLocked, State::TokenUnsaved];
 
@@ -86,6 +90,7 @@ impl Syncer {
         full: bool,
         progress: &(dyn Fn(SyncProgress) + Send + Sync),
     ) -> Result<Vec<SyncRun>, String> {
+        shared.vault_answered(FIRST_VAULT_ANSWER).await;
         if !shared.vault_ready().await {
             let vault = shared.status().await.vault;
             return Err(format!(
