@@ -78,3 +78,33 @@ fn sigterm_while_the_cluster_is_being_created_still_ends_cleanly() {
     assert!(status.success(), "datapunkd exited with {status} after {took:?}: {stderr}");
     assert!(!setup.data_dir().join("postmaster.pid").exists(), "the cluster was left running");
 }
+
+#[test]
+fn an_initdb_cut_short_leaves_no_cluster_behind_and_the_next_start_begins_again() {
+    let setup = Setup::managed();
+    let daemon = setup.spawn_daemon(None, &[]);
+    let data = setup.data_dir();
+    let partial = data.with_file_name("postgresql.initdb-partial");
+    let started = std::time::Instant::now();
+    while !partial.join("PG_VERSION").exists() {
+        assert!(started.elapsed() < Duration::from_secs(60), "initdb never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // As systemd ends a unit that does not stop in time: everything in it at once.
+    daemon.signal(rustix::process::Signal::KILL);
+    let _ = daemon.wait(Duration::from_secs(5));
+    let pattern = format!("initdb -D {}", partial.display());
+    let killed = std::process::Command::new("pkill").args(["-KILL", "-f", &pattern]).status();
+    assert!(killed.expect("pkill").success(), "initdb had already finished");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!data.exists(), "a cut-short initdb left a directory that looks like a cluster");
+
+    let notify = NotifySocket::new();
+    let daemon = setup.spawn_daemon(Some(&notify), &[]);
+    notify.wait_for_line("READY=1", Duration::from_secs(90));
+    assert!(data.join("PG_VERSION").exists() && !partial.exists());
+    let status = setup.cli_ok(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status is JSON");
+    assert_eq!(status["database"]["reachable"], true, "{status}");
+    daemon.stop();
+}
