@@ -256,6 +256,22 @@ async fn verify_catches_a_flipped_byte_and_a_truncated_file() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_backup_made_with_a_passphrase_verifies_with_it_and_not_with_another() {
+    let backups = Backups::new();
+    let passphrase = backups.setup.write_file("passphrase", b"correct horse battery staple\n");
+    backups.configure(&format!("passphrase_file = \"{}\"\n", passphrase.display()));
+    let made = backups.create();
+
+    let verified = backups.ok(&["backup", "verify", &made.to_string_lossy()]);
+    assert!(verified.contains("decrypted intact"), "the content was not checked: {verified}");
+
+    backups.setup.write_file("passphrase", b"another passphrase\n");
+    let output = backups.datapunk(&["backup", "verify", &made.to_string_lossy()]);
+    assert!(!output.status.success(), "verified with the wrong passphrase");
+    assert!(stderr(&output).contains("does not verify"), "{}", stderr(&output));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn failures_exit_non_zero_leave_no_file_and_are_audited() {
     let backups = Backups::new();
     let dir = backups.dir();

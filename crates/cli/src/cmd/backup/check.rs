@@ -76,7 +76,7 @@ pub(super) async fn verify(
         }
     };
     let gpg = super::gpg_options(config);
-    let result = verify_file(&gpg, &file).await;
+    let result = verify_file(&gpg, config.backup.passphrase_file.as_deref(), &file).await;
 
     let (trail, _) = Trail::open(config).await?;
     let details = match &result {
@@ -117,18 +117,25 @@ pub(super) struct Report {
     tables: usize,
 }
 
-/// Verifies `file` at every level it can.
+/// Verifies `file` at every level it can; `passphrase` is `backup.passphrase_file`, for a
+/// backup encrypted with a passphrase.
 ///
 /// # Errors
 ///
 /// A sentence saying which check failed.
-pub(super) async fn verify_file(gpg: &GpgOptions, file: &Path) -> anyhow::Result<Report> {
+pub(super) async fn verify_file(
+    gpg: &GpgOptions,
+    passphrase: Option<&Path>,
+    file: &Path,
+) -> anyhow::Result<Report> {
     let manifest = files::check_against_manifest(file)?;
     let encryption = check_packets(gpg, file, &manifest)?;
     let (gpg, file_owned) = (gpg.clone(), file.to_path_buf());
-    let content = tokio::task::spawn_blocking(move || read_content(&gpg, &file_owned))
-        .await
-        .context("the content check stopped")??;
+    let passphrase = passphrase.map(Path::to_path_buf);
+    let content =
+        tokio::task::spawn_blocking(move || read_content(&gpg, passphrase.as_deref(), &file_owned))
+            .await
+            .context("the content check stopped")??;
     let content_checked = content.is_some();
     if let Some(tables) = content {
         let expected: BTreeSet<&str> = manifest.tables.keys().map(String::as_str).collect();
@@ -230,11 +237,16 @@ fn key_ids_of(gpg: &GpgOptions, fingerprint: &str) -> anyhow::Result<BTreeSet<St
 
 /// Decrypts `file` whole (so that its integrity check runs) into `pg_restore --list`, and
 /// returns the tables whose data the dump holds; `None` when no secret key here opens it.
-fn read_content(gpg: &GpgOptions, file: &Path) -> anyhow::Result<Option<Vec<String>>> {
+fn read_content(
+    gpg: &GpgOptions,
+    passphrase: Option<&Path>,
+    file: &Path,
+) -> anyhow::Result<Option<Vec<String>>> {
     let mut decrypt = gpg
         .command()
-        .args(["--batch", "--no-tty", "--quiet", "--status-fd", "2", "--pinentry-mode"])
-        .args(["error", "--decrypt", "--"])
+        .args(["--batch", "--no-tty", "--quiet", "--status-fd", "2"])
+        .args(super::passphrase_args(passphrase, "error"))
+        .args(["--decrypt", "--"])
         .arg(file)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

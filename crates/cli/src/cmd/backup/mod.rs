@@ -50,9 +50,9 @@ pub(crate) enum BackupCommand {
     },
     /// Check a backup against its manifest, its encryption and, when the decryption key is at
     /// hand, its content.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["file", "latest"])))]
     Verify {
         /// The backup file.
-        #[arg(required_unless_present = "latest", conflicts_with = "latest")]
         file: Option<PathBuf>,
         /// Verify the newest backup in the backup directory.
         #[arg(long)]
@@ -140,6 +140,21 @@ pub(crate) async fn run(path: Option<&Path>, command: BackupCommand) -> anyhow::
 /// How gpg is run for backups: `backup.gnupg_home`, else `$GNUPGHOME`.
 fn gpg_options(config: &Config) -> GpgOptions {
     GpgOptions { gnupg_home: config.backup.gnupg_home.clone(), ..GpgOptions::default() }
+}
+
+/// gpg's pinentry arguments for decrypting a backup: with a passphrase file (a backup made
+/// with `backup.passphrase_file`) its path, never the passphrase, read without asking; else
+/// the pinentry `mode` (`error` where no one may be asked, `default`).
+fn passphrase_args(passphrase: Option<&Path>, mode: &str) -> Vec<std::ffi::OsString> {
+    match passphrase {
+        Some(file) => vec![
+            "--pinentry-mode".into(),
+            "loopback".into(),
+            "--passphrase-file".into(),
+            file.into(),
+        ],
+        None => vec!["--pinentry-mode".into(), mode.into()],
+    }
 }
 
 /// The backup directory: `dir` when given, else `backup.dir`.

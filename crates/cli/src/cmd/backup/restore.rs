@@ -224,7 +224,8 @@ async fn restore(
         .tempdir_in(&config.daemon.state_dir)
         .context("cannot create a private directory for the decrypted dump")?;
     let dump = scratch.path().join("dump");
-    decrypt(&super::gpg_options(config), file, &dump)?;
+    let passphrase = config.backup.passphrase_file.as_deref();
+    decrypt(&super::gpg_options(config), passphrase, file, &dump)?;
     let list = scratch.path().join("list");
     write_list(config, &dump, &list)?;
 
@@ -294,12 +295,15 @@ async fn holds_tables(admin_conninfo: &str, dbname: &str) -> anyhow::Result<bool
 /// intact integrity check.
 fn decrypt(
     gpg: &datapunk_vault::backup::GpgOptions,
+    passphrase: Option<&Path>,
     file: &Path,
     out: &Path,
 ) -> anyhow::Result<()> {
     let output = gpg
         .command()
-        .args(["--batch", "--no-tty", "--quiet", "--status-fd", "2", "--output"])
+        .args(["--batch", "--no-tty", "--quiet", "--status-fd", "2"])
+        .args(super::passphrase_args(passphrase, "default"))
+        .arg("--output")
         .arg(out)
         .args(["--decrypt", "--"])
         .arg(file)
