@@ -269,6 +269,11 @@ async fn a_backup_made_with_a_passphrase_verifies_with_it_and_not_with_another()
     let output = backups.datapunk(&["backup", "verify", &made.to_string_lossy()]);
     assert!(!output.status.success(), "verified with the wrong passphrase");
     assert!(stderr(&output).contains("does not verify"), "{}", stderr(&output));
+
+    // Elsewhere, without the passphrase: checked as far as it can be, as without a secret key.
+    backups.configure(&format!("recipients = [\"{}\"]\n", backups.fingerprint));
+    let unchecked = backups.ok(&["backup", "verify", &made.to_string_lossy()]);
+    assert!(unchecked.contains("no backup.passphrase_file for it here"), "{unchecked}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

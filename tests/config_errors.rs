@@ -70,3 +70,19 @@ fn the_example_is_valid_and_check_accepts_it() {
     let checked = setup.cli_ok(&["config", "check"]);
     assert!(checked.contains("valid"), "{checked}");
 }
+
+#[test]
+fn check_shows_the_sync_interval_and_where_backups_go_and_to_whom() {
+    let setup = Setup::external();
+    let fingerprint = "0123456789ABCDEF0123456789ABCDEF01234567";
+    let config = std::fs::read_to_string(&setup.config).expect("the configuration");
+    let extra = format!(
+        "[sync]\ninterval_secs = 600\n[backup]\ndir = \"/srv/backups\"\nrecipients = [\"{fingerprint}\"]\n"
+    );
+    setup.write_config(&format!("{config}\n{extra}"));
+
+    let checked = setup.cli_ok(&["config", "check"]);
+
+    assert!(checked.contains("sync every    600 s"), "{checked}");
+    assert!(checked.contains(&format!("in /srv/backups, encrypted to {fingerprint}")), "{checked}");
+}

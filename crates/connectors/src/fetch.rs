@@ -354,8 +354,6 @@ pub(crate) fn malformed(what: &str, reason: impl Into<String>) -> FetchError {
     FetchError::Malformed { what: what.to_owned(), reason: reason.into() }
 }
 
-/// Parses `json` as `T`, reporting a failure with its JSON path (after `prefix`) and without
-/// the value serde would quote.
 /// `body` with every `\uXXXX` escape of a lone UTF-16 surrogate replaced by `\uFFFD`, the
 /// replacement character. A provider now and then cuts a string between the halves of a pair;
 /// serde and PostgreSQL's `jsonb` both refuse the half, and the page with it would be refused
@@ -398,6 +396,8 @@ fn escaped_unit(body: &[u8], at: usize) -> Option<u16> {
     }
 }
 
+/// Parses `json` as `T`, reporting a failure with its JSON path (after `prefix`) and without
+/// the value serde would quote.
 pub(crate) fn parse<T: DeserializeOwned>(
     what: &str,
     prefix: &str,

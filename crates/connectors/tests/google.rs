@@ -43,6 +43,9 @@ async fn calendars_are_streams_and_a_full_round_pages_to_the_sync_token() {
     assert_eq!((first.upserts[0].id.as_str(), last.upserts[0].id.as_str()), ("a", "b"));
     let asked = stand.asked();
     assert_eq!(asked[0].path(), "/calendar/v3/users/me/calendarList");
+    for list in &asked[..2] {
+        assert_eq!(list.param("showHidden").as_deref(), Some("true"), "hidden calendars too");
+    }
     assert_eq!(asked[1].param("pageToken").as_deref(), Some("l1"));
     assert_eq!(asked[2].path(), "/calendar/v3/calendars/team%23x@group.example/events");
     for events in &asked[2..] {

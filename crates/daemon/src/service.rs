@@ -355,7 +355,9 @@ async fn serve(
         tokio::spawn(crate::vault::watch(Arc::clone(&shared), Arc::clone(&vault), stopped.clone()));
     let rounds = match keeper(&config, &vault, &shared) {
         Ok(keeper) => {
-            let syncer = Arc::new(crate::sync::Syncer::new(keeper, config.sync.interval));
+            let syncer =
+                crate::sync::Syncer::new(keeper, config.sync.interval, config.vault.timeout);
+            let syncer = Arc::new(syncer);
             let _ = shared.syncer.set(Arc::clone(&syncer));
             tokio::spawn(crate::sync::run(Arc::clone(&shared), syncer, stopped))
         }

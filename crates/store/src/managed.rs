@@ -226,14 +226,20 @@ impl Cluster {
             .map_err(|e| Error::io(format!("cannot inspect {}", path.display()), e))
     }
 
-    /// Runs `initdb` in a directory beside the data directory and renames it into place only
-    /// once it succeeded: an `initdb` cut short (a stop that could not wait for it, a power
-    /// cut) leaves nothing that looks like a cluster, and the next start begins again.
+    /// Runs `initdb`. When the data directory does not exist yet, in a directory beside it,
+    /// renamed into place only once it succeeded: an `initdb` cut short (a stop that could not
+    /// wait for it, a power cut) leaves nothing that looks like a cluster, and the next start
+    /// begins again. A data directory that exists (empty, a symbolic link, a mount point) is
+    /// initialised where it is, as it cannot be replaced.
     async fn initdb(&self) -> Result<(), Error> {
         let data = self.data_dir();
+        let exists = tokio::fs::try_exists(data)
+            .await
+            .map_err(|e| Error::io(format!("cannot inspect {}", data.display()), e))?;
         let mut name = data.file_name().unwrap_or_default().to_os_string();
         name.push(".initdb-partial");
         let partial = data.with_file_name(name);
+        let target = if exists { data.to_path_buf() } else { partial.clone() };
         match tokio::fs::remove_dir_all(&partial).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 let what = format!("cannot remove the unfinished cluster {}", partial.display());
@@ -244,18 +250,20 @@ impl Cluster {
         let mut command = self.command("initdb");
         command
             .arg("-D")
-            .arg(&partial)
+            .arg(&target)
             .args(["-U", "postgres", "--auth-local=peer", "--auth-host=reject"])
             .args(["--encoding=UTF8", "--locale=C", "--lc-ctype=C.UTF-8", "--data-checksums"])
             .arg("--no-instructions");
         run(command, self.program("initdb")).await?;
-        tokio::fs::rename(&partial, data).await.map_err(|e| {
-            let what = format!(
-                "cannot move the new cluster into {} (it must be missing or empty)",
-                data.display()
-            );
-            Error::io(what, e)
-        })
+        if exists {
+            return Ok(());
+        }
+        if let Err(e) = tokio::fs::rename(&partial, data).await {
+            let _ = tokio::fs::remove_dir_all(&partial).await;
+            let what = format!("cannot move the new cluster into {}", data.display());
+            return Err(Error::io(what, e));
+        }
+        Ok(())
     }
 
     /// Refuses to start a cluster made by another major version, which the server would

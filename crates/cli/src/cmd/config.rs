@@ -97,6 +97,23 @@ pub(crate) fn run(path: Option<&Path>, command: ConfigCommand) -> anyhow::Result
                 let endpoints = if custom { "own endpoints" } else { "the provider's endpoints" };
                 println!("  {name:<13} client {}, {secret}, {endpoints}", provider.client_id);
             }
+            println!("  sync every    {} s", config.sync.interval.as_secs());
+            let backup = &config.backup;
+            let encrypted = match (&backup.recipients[..], &backup.passphrase_file) {
+                ([], None) => "not configured (set backup.recipients)".to_owned(),
+                ([], Some(file)) => format!("with the passphrase in {}", file.display()),
+                (recipients, _) => format!("to {}", recipients.join(", ")),
+            };
+            println!("  backups       in {}, encrypted {encrypted}", backup.dir.display());
+            match &backup.password {
+                Some(SecretRef::File(path)) => {
+                    println!("  backup login  password in {}", path.display())
+                }
+                Some(SecretRef::Credential(name)) => {
+                    println!("  backup login  password in credential {name}");
+                }
+                None => {}
+            }
             Ok(())
         }
     }

@@ -43,10 +43,6 @@ pub(crate) const RETRY_FIRST: Duration = Duration::from_secs(30);
 /// The longest the loop sleeps before looking for integrations again.
 const LOOK_AGAIN: Duration = Duration::from_secs(10);
 
-/// How long a sync asked for just after start-up waits for the vault's first answer, which
-/// takes at most the vault's timeout (30 s unless configured otherwise).
-const FIRST_VAULT_ANSWER: Duration = Duration::from_secs(30);
-
 /// States in which an integration is synced.
 const RUNNABLE: [State; 3] = [State::Active, State::KeyringLocked, State::TokenUnsaved];
 
@@ -64,6 +60,9 @@ pub(crate) struct Syncer {
     interval: Duration,
     /// Held while a dataset syncs: the loop and `datapunk sync` take turns.
     busy: tokio::sync::Mutex<()>,
+    /// How long a sync asked for just after start-up waits for the vault's first answer: the
+    /// vault's timeout, and a little more.
+    first_vault_answer: Duration,
     /// When `datapunk sync` last synced each (integration, dataset) successfully, until the
     /// schedule takes note: it then counts the interval from there, so that a sync on request
     /// is not repeated straight after.
@@ -71,11 +70,12 @@ pub(crate) struct Syncer {
 }
 
 impl Syncer {
-    pub(crate) fn new(keeper: Arc<Keeper>, interval: Duration) -> Self {
+    pub(crate) fn new(keeper: Arc<Keeper>, interval: Duration, vault_timeout: Duration) -> Self {
         Self {
             keeper,
             options: Options::default(),
             interval,
+            first_vault_answer: vault_timeout + Duration::from_secs(5),
             busy: tokio::sync::Mutex::new(()),
             synced: std::sync::Mutex::new(HashMap::new()),
         }
@@ -90,7 +90,7 @@ impl Syncer {
         full: bool,
         progress: &(dyn Fn(SyncProgress) + Send + Sync),
     ) -> Result<Vec<SyncRun>, String> {
-        shared.vault_answered(FIRST_VAULT_ANSWER).await;
+        shared.vault_answered(self.first_vault_answer).await;
         if !shared.vault_ready().await {
             let vault = shared.status().await.vault;
             return Err(format!(

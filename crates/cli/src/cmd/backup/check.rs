@@ -100,8 +100,9 @@ pub(super) async fn verify(
             report.tables
         ),
         false => println!(
-            "{}: not decrypted (no secret key for it here); the content was not checked",
-            file.display()
+            "{}: not decrypted (no {} for it here); the content was not checked",
+            file.display(),
+            if report.symmetric { "backup.passphrase_file" } else { "secret key" }
         ),
     }
     Ok(())
@@ -115,6 +116,8 @@ pub(super) struct Report {
     pub(super) content_checked: bool,
     /// The number of tables compared.
     tables: usize,
+    /// Whether a passphrase, not a key pair, protects the backup.
+    symmetric: bool,
 }
 
 /// Verifies `file` at every level it can; `passphrase` is `backup.passphrase_file`, for a
@@ -132,10 +135,14 @@ pub(super) async fn verify_file(
     let encryption = check_packets(gpg, file, &manifest)?;
     let (gpg, file_owned) = (gpg.clone(), file.to_path_buf());
     let passphrase = passphrase.map(Path::to_path_buf);
-    let content =
+    // Without the passphrase there is nothing to decrypt with, as without a secret key.
+    let content = if manifest.symmetric && passphrase.is_none() {
+        None
+    } else {
         tokio::task::spawn_blocking(move || read_content(&gpg, passphrase.as_deref(), &file_owned))
             .await
-            .context("the content check stopped")??;
+            .context("the content check stopped")??
+    };
     let content_checked = content.is_some();
     if let Some(tables) = content {
         let expected: BTreeSet<&str> = manifest.tables.keys().map(String::as_str).collect();
@@ -149,7 +156,12 @@ pub(super) async fn verify_file(
             );
         }
     }
-    Ok(Report { encryption, content_checked, tables: manifest.tables.len() })
+    Ok(Report {
+        encryption,
+        content_checked,
+        tables: manifest.tables.len(),
+        symmetric: manifest.symmetric,
+    })
 }
 
 /// Checks the OpenPGP packets of `file` against the manifest's encryption, without a secret
