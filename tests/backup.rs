@@ -264,6 +264,12 @@ async fn a_backup_made_with_a_passphrase_verifies_with_it_and_not_with_another()
 
     let verified = backups.ok(&["backup", "verify", &made.to_string_lossy()]);
     assert!(verified.contains("decrypted intact"), "the content was not checked: {verified}");
+    let admin_url = datapunk_testkit::cluster().conninfo("postgres", "postgres");
+    let made_path = made.to_string_lossy();
+    backups.ok(&["backup", "restore", &made_path, "--admin-url", &admin_url, "--yes"]);
+    let outcomes: Vec<Value> =
+        backups.events("backup.restore").iter().map(|row| row["outcome"].clone()).collect();
+    assert_eq!(outcomes, ["success"]);
 
     backups.setup.write_file("passphrase", b"another passphrase\n");
     let output = backups.datapunk(&["backup", "verify", &made.to_string_lossy()]);
