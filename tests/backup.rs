@@ -746,17 +746,8 @@ async fn a_synced_database_comes_back_whole_after_it_was_dropped() {
 async fn with_password_logins_pg_dump_gets_the_backup_roles_own_password_from_a_private_file() {
     const APP: &str = "app-pw-Qx7-not-for-pg-dump";
     const BACKUP: &str = "backup:pw\\Rz4-only-for-pg-dump";
-    let dir = datapunk_testkit::tempdir();
-    let hba = dir.join("pg_hba.conf");
-    fs::write(&hba, "local all postgres trust\nlocal all all scram-sha-256\n").expect("pg_hba");
-    account().chown(&hba);
-    let hba_file = hba.display().to_string();
-    let server = Cluster::start_with(&[
-        ("hba_file", &hba_file),
-        ("password_encryption", "scram-sha-256"),
-        ("log_statement", "all"),
-        ("log_connections", "on"),
-    ]);
+    let (server, _hba) =
+        datapunk_tests::scram_cluster(&[("log_statement", "all"), ("log_connections", "on")]);
     let db_name = server.unique_db_name("pw");
     let admin = server.conninfo("postgres", "postgres");
     let setup = Setup::external_with(&db_name, &server.conninfo("datapunk_app", &db_name), "");

@@ -2,7 +2,7 @@
 //! while only its verifier reaches the server; running it again with the same password
 //! changes and records nothing.
 
-use datapunk_testkit::{Cluster, account, tempdir};
+use datapunk_testkit::Cluster;
 use datapunk_tests::Setup;
 
 const PASSWORD: &str = "app-pw-9Vw3-not-for-logs";
@@ -22,17 +22,7 @@ async fn connects(server: &Cluster, db_name: &str, password: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn db_password_sets_a_scram_password_without_sending_it_and_only_once() {
-    let dir = tempdir();
-    let hba = dir.join("pg_hba.conf");
-    std::fs::write(&hba, "local all postgres trust\nlocal all all scram-sha-256\n")
-        .expect("write pg_hba.conf");
-    account().chown(&hba);
-    let hba_file = hba.display().to_string();
-    let server = Cluster::start_with(&[
-        ("hba_file", &hba_file),
-        ("password_encryption", "scram-sha-256"),
-        ("log_statement", "all"),
-    ]);
+    let (server, _hba) = datapunk_tests::scram_cluster(&[("log_statement", "all")]);
     let db_name = server.unique_db_name("scram");
     let setup = Setup::external_with(&db_name, &server.conninfo("datapunk_app", &db_name), "");
     let admin_url = server.conninfo("postgres", "postgres");

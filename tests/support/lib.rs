@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use datapunk_testkit::{NotifySocket, TempDir, account, bin, cluster};
+use datapunk_testkit::{Cluster, NotifySocket, TempDir, account, bin, cluster};
 use rustix::process::{Pid, Signal};
 use tokio_postgres::Client;
 
@@ -255,6 +255,21 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
     }
+}
+
+/// A cluster of its own on which every role but `postgres` logs in with a SCRAM password, as
+/// on the NixOS module's PostgreSQL container; `settings` adds server settings. The directory
+/// holding its `pg_hba.conf` comes with it and must live as long.
+pub fn scram_cluster(settings: &[(&str, &str)]) -> (Cluster, TempDir) {
+    let dir = datapunk_testkit::tempdir();
+    let hba = dir.join("pg_hba.conf");
+    fs::write(&hba, "local all postgres trust\nlocal all all scram-sha-256\n")
+        .expect("write pg_hba.conf");
+    account().chown(&hba);
+    let hba_file = hba.display().to_string();
+    let mut all = vec![("hba_file", hba_file.as_str()), ("password_encryption", "scram-sha-256")];
+    all.extend_from_slice(settings);
+    (Cluster::start_with(&all), dir)
 }
 
 /// `PATH` with PostgreSQL's server binaries, which Debian keeps out of it.

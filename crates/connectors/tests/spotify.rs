@@ -17,6 +17,20 @@ const PLAY: &str = r#"{"track": {"id": "t1", "name": "Song", "duration_ms": 1000
     "artists": [{"name": "Band"}], "album": {"name": "Album"}},
     "played_at": "2026-05-28T20:45:00.000Z", "context": null}"#;
 
+/// A saved track, as `/me/tracks` lists it.
+const SAVED: &str = r#"{"added_at": "2026-04-01T12:00:00Z", "track": {"id": "t1", "name": "Song",
+    "duration_ms": 1000, "artists": [], "album": {"name": "Album"}}}"#;
+
+/// A stand-in whose first answer to saved tracks is a page of one of 51, linking to the next.
+async fn first_of_51_saved() -> Stand {
+    let stand = Stand::start().await;
+    stand.reply(Reply::json(format!(
+        r#"{{"items": [{SAVED}], "next": "{}/v1/me/tracks?offset=50&limit=50", "total": 51}}"#,
+        stand.base
+    )));
+    stand
+}
+
 #[tokio::test]
 async fn recently_played_asks_after_the_stored_cursor_and_keeps_it_when_nothing_is_new() {
     let stand = Stand::start().await;
@@ -43,16 +57,10 @@ async fn recently_played_asks_after_the_stored_cursor_and_keeps_it_when_nothing_
 
 #[tokio::test]
 async fn saved_tracks_follow_next_and_end_with_a_full_round() {
-    let stand = Stand::start().await;
+    let stand = first_of_51_saved().await;
     let tokens = Tokens::new();
     let connector = connector(Provider::Spotify, "saved-tracks", &stand, &quick());
-    let item = r#"{"added_at": "2026-04-01T12:00:00Z", "track": {"id": "t1", "name": "Song",
-        "duration_ms": 1000, "artists": [], "album": {"name": "Album"}}}"#;
-    stand.reply(Reply::json(format!(
-        r#"{{"items": [{item}], "next": "{}/v1/me/tracks?offset=50&limit=50", "total": 51}}"#,
-        stand.base
-    )));
-    stand.reply(Reply::json(format!(r#"{{"items": [{item}], "next": null, "total": 51}}"#)));
+    stand.reply(Reply::json(format!(r#"{{"items": [{SAVED}], "next": null, "total": 51}}"#)));
 
     let first = connector.fetch(&tokens, &one(), &Cursor::Start).await.expect("page 1");
     let Next::More(cursor) = first.next else { panic!("another page") };
@@ -66,15 +74,9 @@ async fn saved_tracks_follow_next_and_end_with_a_full_round() {
 
 #[tokio::test]
 async fn a_saved_track_removed_while_the_round_reads_restarts_the_round() {
-    let stand = Stand::start().await;
+    let stand = first_of_51_saved().await;
     let tokens = Tokens::new();
     let connector = connector(Provider::Spotify, "saved-tracks", &stand, &quick());
-    let item = r#"{"added_at": "2026-04-01T12:00:00Z", "track": {"id": "t1", "name": "Song",
-        "duration_ms": 1000, "artists": [], "album": {"name": "Album"}}}"#;
-    stand.reply(Reply::json(format!(
-        r#"{{"items": [{item}], "next": "{}/v1/me/tracks?offset=50&limit=50", "total": 51}}"#,
-        stand.base
-    )));
     // One of the first 50 went: the 51st moved to offset 49, and this page misses it.
     stand.reply(Reply::json(r#"{"items": [], "next": null, "total": 50}"#));
 
