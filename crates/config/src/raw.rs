@@ -489,22 +489,22 @@ fn backup(
             let problem = "set either `backup.password_file` or this, not both";
             return Err(src.at(cred, "backup.password_credential", problem));
         }
-        (Some(file), None) => Some((file.span(), "backup.password_file")),
-        (None, Some(cred)) => Some((cred.span(), "backup.password_credential")),
+        (Some(file), None) => {
+            let key = "backup.password_file";
+            Some((file.span(), key, SecretRef::File(src.resolve(file, key)?)))
+        }
+        (None, Some(cred)) => {
+            let key = "backup.password_credential";
+            Some((cred.span(), key, SecretRef::Credential(credential_name(src, cred, key)?)))
+        }
         (None, None) => None,
     };
-    if let (Some((span, key)), DatabaseMode::Managed { .. }) = (&password, &database.mode) {
+    if let (Some((span, key, _)), DatabaseMode::Managed { .. }) = (&password, &database.mode) {
         let problem = "is for `database.mode = \"external\"`: the roles of the managed cluster \
                        log in by peer authentication, without passwords";
         return Err(src.error(Some(span.clone()), Some(key), problem.to_owned()));
     }
-    let password = match (&raw.password_file, &raw.password_credential) {
-        (Some(file), _) => Some(SecretRef::File(src.resolve(file, "backup.password_file")?)),
-        (None, Some(cred)) => {
-            Some(SecretRef::Credential(credential_name(src, cred, "backup.password_credential")?))
-        }
-        (None, None) => None,
-    };
+    let password = password.map(|(_, _, secret)| secret);
     Ok(BackupSettings { recipients, passphrase_file, dir, gnupg_home, password })
 }
 
