@@ -86,3 +86,32 @@ fn check_shows_the_sync_interval_and_where_backups_go_and_to_whom() {
     assert!(checked.contains("sync every    600 s"), "{checked}");
     assert!(checked.contains(&format!("in /srv/backups, encrypted to {fingerprint}")), "{checked}");
 }
+
+#[test]
+fn check_names_a_secret_file_that_cannot_be_read_and_fails() {
+    let setup = Setup::external();
+    let config = std::fs::read_to_string(&setup.config).expect("the configuration");
+    let secret = setup.path().join("google-secret");
+    setup.write_config(&format!(
+        "{config}\n[providers.google]\nclient_id = \"g-id\"\nclient_secret_file = \"{}\"\n",
+        secret.display()
+    ));
+
+    let output = setup.cli(&["config", "check"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(78), "{stdout}{stderr}");
+    let problem = format!("`providers.google.client_secret_file` names {}", secret.display());
+    assert!(stdout.contains(&problem), "{stdout}");
+    assert!(stdout.contains("No such file"), "{stdout}");
+    assert!(stderr.contains("a file the configuration names cannot be read"), "{stderr}");
+
+    std::fs::create_dir(&secret).expect("a directory where the file should be");
+    let stdout = String::from_utf8_lossy(&setup.cli(&["config", "check"]).stdout).into_owned();
+    assert!(stdout.contains("not a regular file"), "{stdout}");
+
+    std::fs::remove_dir(&secret).expect("remove the directory");
+    setup.write_file("google-secret", b"client-secret\n");
+    let checked = setup.cli_ok(&["config", "check"]);
+    assert!(!checked.contains("problem"), "{checked}");
+}

@@ -102,7 +102,7 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("datapunk: cannot start the async runtime: {error}");
+            eprintln!("datapunk: error: cannot start the async runtime: {error}");
             return ExitCode::FAILURE;
         }
     };
@@ -128,7 +128,7 @@ fn main() -> ExitCode {
         Err(error) => match error.downcast_ref::<Exit>() {
             Some(exit) => {
                 if let Some(message) = &exit.message {
-                    eprintln!("datapunk: {message}");
+                    eprintln!("datapunk: error: {message}");
                 }
                 ExitCode::from(exit.code)
             }

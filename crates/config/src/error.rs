@@ -31,6 +31,15 @@ pub enum ConfigError {
         /// What is wrong, worded without the offending value.
         problem: String,
     },
+    /// No file exists at the default location, and the defaults cannot be worked out from
+    /// this environment (`XDG_RUNTIME_DIR` unset, for example).
+    #[error("no configuration file at {}, and the defaults do not apply: {problem}", path.display())]
+    Defaults {
+        /// The default location, where no file is.
+        path: PathBuf,
+        /// What is missing, as a sentence.
+        problem: String,
+    },
     /// No path was given and none of the default locations could be worked out.
     #[error(
         "no configuration path: pass --config, or set DATAPUNK_CONFIG or XDG_CONFIG_HOME or HOME"

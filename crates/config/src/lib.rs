@@ -366,12 +366,20 @@ impl Config {
     /// # Errors
     ///
     /// [`ConfigError::Read`] when an explicit file is missing or unreadable,
-    /// [`ConfigError::Invalid`] when its content is not valid configuration.
+    /// [`ConfigError::Invalid`] when its content is not valid configuration,
+    /// [`ConfigError::Defaults`] when there is no file and the environment lacks what the
+    /// defaults are made of.
     pub fn load(located: &Located, env: &Environment) -> Result<Self, ConfigError> {
         match fs::read_to_string(&located.path) {
             Ok(text) => Self::parse(&text, &located.path, env),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !located.explicit => {
-                let mut config = Self::parse("", &located.path, env)?;
+                let mut config = Self::parse("", &located.path, env).map_err(|e| match e {
+                    // No line of a file that does not exist is at fault.
+                    ConfigError::Invalid { path, problem, .. } => {
+                        ConfigError::Defaults { path, problem }
+                    }
+                    other => other,
+                })?;
                 config.source = None;
                 Ok(config)
             }

@@ -152,6 +152,28 @@ fn a_missing_explicit_file_is_an_error_but_a_missing_default_means_defaults() {
 }
 
 #[test]
+fn defaults_that_cannot_apply_are_not_blamed_on_a_file_that_does_not_exist() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let env = Environment {
+        xdg_config_home: Some(dir.path().to_path_buf()),
+        xdg_runtime_dir: None,
+        ..env()
+    };
+    let located = locate(None, &env).expect("default location");
+    let err = Config::load(&located, &env).expect_err("no runtime directory to default to");
+    assert!(matches!(err, ConfigError::Defaults { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(message.starts_with("no configuration file at "), "{message}");
+    assert!(message.contains("XDG_RUNTIME_DIR is not set"), "{message}");
+
+    // The same environment with a file: the file is named, as the place to fix it.
+    fs::create_dir(dir.path().join("datapunk")).expect("config dir");
+    fs::write(&located.path, "[log]\nlevel = \"debug\"\n").expect("write config");
+    let err = Config::load(&located, &env).expect_err("still no runtime directory");
+    assert!(matches!(err, ConfigError::Invalid { .. }), "{err:?}");
+}
+
+#[test]
 fn the_environment_variable_beats_the_default_location_and_the_flag_beats_both() {
     let env = Environment { datapunk_config: Some("/from/env.toml".into()), ..env() };
     assert_eq!(locate(None, &env).expect("env").path, PathBuf::from("/from/env.toml"));

@@ -3,7 +3,10 @@
 use std::path::Path;
 
 use clap::Subcommand;
-use datapunk_config::{DatabaseMode, EXAMPLE, SecretRef, VaultBackend};
+use datapunk_config::{Config, DatabaseMode, EXAMPLE, SecretRef, SecretSource, VaultBackend};
+use datapunk_daemon::EXIT_CONFIG;
+
+use crate::Exit;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ConfigCommand {
@@ -114,7 +117,64 @@ pub(crate) fn run(path: Option<&Path>, command: ConfigCommand) -> anyhow::Result
                 }
                 None => {}
             }
-            Ok(())
+            let problems = unreadable_files(&config);
+            for problem in &problems {
+                println!("  problem: {problem}");
+            }
+            match problems.len() {
+                0 => Ok(()),
+                1 => {
+                    Err(Exit::new(EXIT_CONFIG, "a file the configuration names cannot be read")
+                        .into())
+                }
+                n => Err(Exit::new(
+                    EXIT_CONFIG,
+                    format!("{n} files the configuration names cannot be read"),
+                )
+                .into()),
+            }
         }
     }
+}
+
+/// The files the configuration names that cannot be read now, each as a sentence with its key.
+/// Only files are opened (never read): systemd credentials exist only inside the unit that
+/// loads them.
+fn unreadable_files(config: &Config) -> Vec<String> {
+    let mut files: Vec<(String, &Path)> = Vec::new();
+    if let DatabaseMode::External { password, tls, .. } = &config.database.mode {
+        if let Some(SecretSource::File(path)) = password {
+            files.push(("database.password_file".to_owned(), path));
+        }
+        if let Some(path) = &tls.ca_file {
+            files.push(("database.tls_ca_file".to_owned(), path));
+        }
+    }
+    if let VaultBackend::EncryptedTable { master_key: SecretRef::File(path) } =
+        &config.vault.backend
+    {
+        files.push(("vault.master_key_file".to_owned(), path));
+    }
+    for (name, provider) in &config.providers {
+        if let Some(SecretRef::File(path)) = &provider.client_secret {
+            files.push((format!("providers.{name}.client_secret_file"), path));
+        }
+    }
+    if let Some(SecretRef::File(path)) = &config.backup.password {
+        files.push(("backup.password_file".to_owned(), path));
+    }
+    if let Some(path) = &config.backup.passphrase_file {
+        files.push(("backup.passphrase_file".to_owned(), path));
+    }
+    files
+        .into_iter()
+        .filter_map(|(key, path)| {
+            let problem = match std::fs::File::open(path).and_then(|file| file.metadata()) {
+                Ok(metadata) if metadata.is_file() => return None,
+                Ok(_) => "it is not a regular file".to_owned(),
+                Err(error) => error.to_string(),
+            };
+            Some(format!("`{key}` names {}: {problem}", path.display()))
+        })
+        .collect()
 }
