@@ -30,6 +30,34 @@ fn generate_man_writes_a_page_per_command_that_names_its_subcommands() {
 }
 
 #[test]
+fn generate_man_writes_the_daemons_page_with_its_signals_exit_statuses_and_files() {
+    let dir = tempdir();
+    let out = dir.join("man");
+
+    let status = Command::new(bin("datapunk"))
+        .args(["generate", "man"])
+        .arg(&out)
+        .status()
+        .expect("run datapunk generate man");
+
+    assert!(status.success());
+    let page = std::fs::read_to_string(out.join("datapunkd.1")).expect("datapunkd.1 is written");
+    assert!(page.contains(".TH datapunkd 1"), "{page}");
+    // The options come from the definition that parses them.
+    assert!(page.contains("\\-\\-config") && page.contains("\\-\\-log\\-format"), "{page}");
+    let at = |heading: &str| {
+        page.find(&format!(".SH {heading}"))
+            .unwrap_or_else(|| panic!("no {heading} section in:\n{page}"))
+    };
+    assert!(at("OPTIONS") < at("SIGNALS"));
+    assert!(at("SIGNALS") < at("\"EXIT STATUS\"") && at("\"EXIT STATUS\"") < at("ENVIRONMENT"));
+    assert!(at("FILES") < at("VERSION"));
+    for term in ["SIGHUP", "78", "DATAPUNK_CONFIG", "control.sock"] {
+        assert!(page.contains(term), "no {term} in:\n{page}");
+    }
+}
+
+#[test]
 fn generate_completions_bash_completes_the_real_subcommands() {
     let output = Command::new(bin("datapunk"))
         .args(["generate", "completions", "bash"])

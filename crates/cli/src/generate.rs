@@ -4,17 +4,21 @@
 //! Packagers run it once at build time (the Nix package does); it is hidden from `--help`.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::{CommandFactory as _, Subcommand};
 use clap_complete::Shell;
+use clap_mangen::Man;
+use datapunk_daemon::args::{Args as DaemonArgs, MANUAL_SECTIONS};
+use roff::{Roff, bold, roman};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum GenerateCommand {
-    /// Write a manual page for `datapunk` and one for each of its commands into DIR.
+    /// Write the manual pages of `datapunk`, of each of its commands and of `datapunkd` into DIR.
     Man {
-        /// The directory to write `datapunk.1`, `datapunk-backup.1`, ... into; it is created.
+        /// The directory to write `datapunk.1`, `datapunk-backup.1`, ..., `datapunkd.1` into; it
+        /// is created.
         dir: PathBuf,
     },
     /// Print the completion script for SHELL on standard output.
@@ -31,6 +35,7 @@ pub(crate) fn run(command: GenerateCommand) -> anyhow::Result<()> {
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("failed to create {}", dir.display()))?;
             clap_mangen::generate_to(cli, &dir)
+                .and_then(|()| write_daemon_page(&dir))
                 .with_context(|| format!("failed to write the manual pages to {}", dir.display()))
         }
         GenerateCommand::Completions { shell } => {
@@ -41,4 +46,27 @@ pub(crate) fn run(command: GenerateCommand) -> anyhow::Result<()> {
             std::io::stdout().write_all(&script).context("failed to write the completions")
         }
     }
+}
+
+/// `datapunkd.1`: what clap knows of the daemon's command line, with its signals, exit
+/// statuses, environment and files put in before the version.
+fn write_daemon_page(dir: &Path) -> std::io::Result<()> {
+    let man = Man::new(DaemonArgs::command());
+    let mut page = Vec::new();
+    man.render(&mut page)?;
+    let page = String::from_utf8(page).map_err(std::io::Error::other)?;
+
+    let mut extra = Roff::new();
+    for (heading, entries) in MANUAL_SECTIONS {
+        extra.control("SH", [*heading]);
+        for (term, meaning) in *entries {
+            extra.control("TP", []).text([bold(*term)]).text([roman(*meaning)]);
+        }
+    }
+    // Every rendering starts with the same preamble; the page has it already.
+    let extra = extra.render();
+    let extra = extra.strip_prefix(&Roff::new().render()).unwrap_or(&extra);
+    let at = page.find(".SH VERSION").unwrap_or(page.len());
+    let page = format!("{}{extra}{}", &page[..at], &page[at..]);
+    std::fs::write(dir.join(man.get_filename()), page)
 }

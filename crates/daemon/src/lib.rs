@@ -1,5 +1,6 @@
 //! The Datapunk daemon, `datapunkd`, and the pieces of it that the `datapunk` CLI shares.
 //!
+//! - [`args`] is `datapunkd`'s command line, shared with the CLI's manual page generator.
 //! - [`service`] runs the daemon: it refuses root, opens the database, announces readiness to
 //!   systemd, serves the control socket and shuts down cleanly on SIGTERM.
 //! - [`database`] opens PostgreSQL as the configuration says: the daemon's own cluster
@@ -12,6 +13,7 @@
 //!   refreshes them, one refresh at a time; [`desktop`] tells the person what needs them.
 //! - [`process`] holds the process-wide safety checks: umask, root refusal, private directories.
 
+pub mod args;
 pub mod audit;
 pub mod control;
 pub mod database;
