@@ -52,9 +52,6 @@ let
   clientSecretCredential = provider: "datapunk-${provider}-client-secret";
 
   enabledIntegrations = lib.filterAttrs (_: integration: integration.enable) cfg.integrations;
-  intervals = lib.sort lib.lessThan (
-    lib.unique (lib.mapAttrsToList (_: integration: integration.interval) enabledIntegrations)
-  );
 
   # The hardening every system unit of the module starts from. A unit that loosens one of these
   # says why next to it.
@@ -162,9 +159,8 @@ let
             default = 900;
             example = 3600;
             description = ''
-              Seconds between two syncs of each dataset, give or take a tenth. The daemon has
-              one interval for every dataset: when enabled integrations differ, the shortest
-              is used and a warning says so.
+              Seconds between two syncs of each of this integration's datasets, give or take a
+              tenth (`providers.${provider}.sync_interval_secs` in the daemon's configuration).
             '';
           };
 
@@ -407,7 +403,7 @@ in
       description = ''
         The configuration of `datapunkd` and `datapunk`, rendered to TOML and installed as
         {file}`/etc/datapunk/config.toml`; `datapunk config example` prints every key. The
-        module fills in `database`, `providers`, `sync.interval_secs` and `backup` from the
+        module fills in `database`, `providers` and `backup` from the
         options below. No secret belongs here: name files instead, and keep them out of the
         Nix store.
       '';
@@ -676,9 +672,6 @@ in
         ++ lib.optional (lib.any (target: target != "graphical-session.target") daemonTargets) ''
           systemd.user.services.datapunk.wantedBy starts the daemon before ${cfg.user} logs in,
           when the keyring is still locked: nothing syncs until the login unlocks it.''
-        ++ lib.optional (lib.length intervals > 1) ''
-          services.datapunk.integrations.*.interval differ (${lib.concatMapStringsSep ", " toString intervals}):
-          the daemon syncs every dataset on one interval, the shortest.''
         ++ lib.optional (!container && volume.device != null && !hostDataOnVolume) ''
           services.datapunk.database.backend = "host" keeps Datapunk's tables in
           services.postgresql.dataDir (${config.services.postgresql.dataDir}), which is not on the
@@ -694,12 +687,12 @@ in
         // lib.optionalAttrs container { password_file = toString db.appPasswordFile; };
         providers = lib.mapAttrs (
           provider: integration:
-          lib.optionalAttrs (integration.clientId != null) { client_id = integration.clientId; }
+          { sync_interval_secs = integration.interval; }
+          // lib.optionalAttrs (integration.clientId != null) { client_id = integration.clientId; }
           // lib.optionalAttrs (integration.clientSecretFile != null) {
             client_secret_credential = clientSecretCredential provider;
           }
         ) enabledIntegrations;
-        sync = mkIf (intervals != [ ]) { interval_secs = lib.mkDefault (lib.head intervals); };
         backup = mkIf cfg.backup.enable (
           {
             recipients = cfg.backup.recipients;

@@ -77,13 +77,16 @@ fn check_shows_the_sync_interval_and_where_backups_go_and_to_whom() {
     let fingerprint = "0123456789ABCDEF0123456789ABCDEF01234567";
     let config = std::fs::read_to_string(&setup.config).expect("the configuration");
     let extra = format!(
-        "[sync]\ninterval_secs = 600\n[backup]\ndir = \"/srv/backups\"\nrecipients = [\"{fingerprint}\"]\n"
+        "[sync]\ninterval_secs = 600\n[backup]\ndir = \"/srv/backups\"\nrecipients = [\"{fingerprint}\"]\n\
+         [providers.spotify]\nclient_id = \"s-id\"\nsync_interval_secs = 300\n"
     );
     setup.write_config(&format!("{config}\n{extra}"));
 
     let checked = setup.cli_ok(&["config", "check"]);
 
     assert!(checked.contains("sync every    600 s"), "{checked}");
+    let spotify = checked.lines().find(|l| l.trim_start().starts_with("spotify"));
+    assert!(spotify.is_some_and(|l| l.ends_with(", sync every 300 s")), "{checked}");
     assert!(checked.contains(&format!("in /srv/backups, encrypted to {fingerprint}")), "{checked}");
 }
 

@@ -454,6 +454,41 @@ async fn nothing_syncs_while_the_keyring_is_locked_and_syncing_resumes_after_unl
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_provider_with_its_own_interval_syncs_on_it_and_the_others_keep_the_common_one() {
+    let sandbox = sandbox(Population::default()).await;
+    let (setup, bus) = setup(&sandbox, "[sync]\ninterval_secs = 3600\n");
+    let config = std::fs::read_to_string(&setup.config).expect("the configuration");
+    assert!(config.contains("[providers.spotify]\n"), "{config}");
+    setup.write_config(
+        &config.replace("[providers.spotify]\n", "[providers.spotify]\nsync_interval_secs = 1\n"),
+    );
+    connected(&setup, &bus, "google", "contacts").await;
+    connected(&setup, &bus, "spotify", "playlists").await;
+    let daemon = start(&setup, &bus).await;
+    wait_for_syncs(&setup, 2).await;
+
+    let runs_of = |name: &str| {
+        setup
+            .cli_ok(&["audit", "--action", "sync.run", "--integration", name, "--json"])
+            .lines()
+            .count()
+    };
+    let google = runs_of("google");
+    let spotify = runs_of("spotify");
+    sandbox.clear_requests();
+    let begin = Instant::now();
+    while runs_of("spotify") < spotify + 2 {
+        assert!(begin.elapsed() < Duration::from_secs(60), "Spotify never synced on its own 1 s");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(runs_of("google"), google, "Google's contacts wait for the common hour");
+    let requests = sandbox.requests();
+    assert!(requests.iter().any(|r| r.path.contains("/me/playlists")), "{requests:?}");
+    assert!(!requests.iter().any(|r| r.path.contains("/connections")), "{requests:?}");
+    daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn killed_at_random_points_of_a_full_sync_and_a_resync_it_converges_to_the_truth() {
     use rand::Rng as _;
     use rustix::process::Signal;

@@ -186,9 +186,7 @@ let
       (holds "no warning about passphrases or an unmanaged volume" (
         !warned config "services.datapunk.dataVolume"
       ))
-      (holds "a warning that the intervals differ" (
-        warned config "services.datapunk.integrations.*.interval differ (300, 600)"
-      ))
+      (is "no warning at all" config.warnings [ ])
 
       # The volume.
       (is "the crypttab line opens the volume in stage 2 with the key file"
@@ -385,14 +383,18 @@ let
         conninfo = "host=${socket} user=datapunk_app dbname=datapunk";
         password_file = "/run/secrets/datapunk-app-password";
       })
-      (is "the providers name their clients and credentials" settings.providers {
+      (is "the providers name their clients, credentials and intervals" settings.providers {
         google = {
           client_id = "1234567890-abc.apps.googleusercontent.com";
           client_secret_credential = "datapunk-google-client-secret";
+          sync_interval_secs = 600;
         };
-        spotify.client_id = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+        spotify = {
+          client_id = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+          sync_interval_secs = 300;
+        };
       })
-      (is "the shortest interval is the daemon's" settings.sync.interval_secs 300)
+      (holds "no common interval is set for them" (!(settings ? sync)))
       (is "backups go to the recipients and the directory, logging in with the credential"
         settings.backup
         {

@@ -88,6 +88,8 @@ pub struct ProviderSettings {
     /// The endpoint that says which account a token belongs to (Google's OpenID Connect
     /// userinfo, Graph's and Spotify's `/me`); `None` keeps the provider's.
     pub account_url: Option<String>,
+    /// How often this provider's datasets are synced; `None` keeps `sync.interval_secs`.
+    pub sync_interval: Option<Duration>,
 }
 
 /// The `[sync]` table.
@@ -397,17 +399,32 @@ impl Config {
         raw::parse(text, path, env)
     }
 
+    /// How often the datasets of `provider`'s integrations are synced: its own
+    /// `sync_interval_secs` when it has one, else `sync.interval_secs`.
+    pub fn sync_interval(&self, provider: &str) -> Duration {
+        self.providers
+            .get(provider)
+            .and_then(|settings| settings.sync_interval)
+            .unwrap_or(self.sync.interval)
+    }
+
     /// What is valid but probably not what the person wants, in sentences.
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
-        if self.providers.contains_key("spotify") && self.sync.interval > SPOTIFY_PLAYS_SPAN {
-            warnings.push(format!(
-                "sync.interval_secs is {}: Spotify lists only the last 50 plays (about two and a \
-                 half hours of listening), so plays may be lost between syncs; {} or less keeps \
-                 them all",
-                self.sync.interval.as_secs(),
-                SPOTIFY_PLAYS_SPAN.as_secs()
-            ));
+        if let Some(spotify) = self.providers.get("spotify") {
+            let (key, interval) = match spotify.sync_interval {
+                Some(interval) => ("providers.spotify.sync_interval_secs", interval),
+                None => ("sync.interval_secs", self.sync.interval),
+            };
+            if interval > SPOTIFY_PLAYS_SPAN {
+                warnings.push(format!(
+                    "{key} is {}: Spotify lists only the last 50 plays (about two and a half \
+                     hours of listening), so plays may be lost between syncs; {} or less keeps \
+                     them all",
+                    interval.as_secs(),
+                    SPOTIFY_PLAYS_SPAN.as_secs()
+                ));
+            }
         }
         warnings
     }

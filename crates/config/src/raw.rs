@@ -55,6 +55,7 @@ struct RawProvider {
     api_base: Option<Spanned<String>>,
     people_api_base: Option<Spanned<String>>,
     account_url: Option<Spanned<String>>,
+    sync_interval_secs: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -434,15 +435,19 @@ fn vault(src: &Source<'_>, raw: &RawVault) -> Result<Vault, ConfigError> {
 fn sync(src: &Source<'_>, raw: &RawSync) -> Result<SyncSettings, ConfigError> {
     let interval = match &raw.interval_secs {
         None => SyncSettings::default().interval,
-        Some(secs) if (1..=MAX_SYNC_INTERVAL).contains(secs.get_ref()) => {
-            Duration::from_secs(*secs.get_ref())
-        }
-        Some(secs) => {
-            let problem = format!("must be between 1 and {MAX_SYNC_INTERVAL} seconds");
-            return Err(src.at(secs, "sync.interval_secs", problem));
-        }
+        Some(secs) => interval(src, secs, "sync.interval_secs")?,
     };
     Ok(SyncSettings { interval })
+}
+
+/// A sync interval in seconds, at `key`.
+fn interval(src: &Source<'_>, secs: &Spanned<u64>, key: &str) -> Result<Duration, ConfigError> {
+    if (1..=MAX_SYNC_INTERVAL).contains(secs.get_ref()) {
+        Ok(Duration::from_secs(*secs.get_ref()))
+    } else {
+        let problem = format!("must be between 1 and {MAX_SYNC_INTERVAL} seconds");
+        Err(src.at(secs, key, problem))
+    }
 }
 
 fn backup(
@@ -570,6 +575,10 @@ fn provider(
         api_base: url(&raw.api_base, "api_base")?,
         people_api_base: url(&raw.people_api_base, "people_api_base")?,
         account_url: url(&raw.account_url, "account_url")?,
+        sync_interval: match &raw.sync_interval_secs {
+            Some(secs) => Some(interval(src, secs, &format!("{table}.sync_interval_secs"))?),
+            None => None,
+        },
     })
 }
 

@@ -2,7 +2,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-
 use std::time::Duration;
 
 use datapunk_config::{
@@ -321,6 +320,39 @@ fn an_interval_that_can_lose_spotify_plays_is_warned_about() {
     assert!(warnings[0].contains("50 plays"), "{warnings:?}");
     let without = parse("[sync]\ninterval_secs = 10800\n").expect("valid");
     assert!(without.warnings().is_empty(), "no Spotify, nothing to lose");
+}
+
+#[test]
+fn a_provider_may_set_its_own_sync_interval_and_the_warning_names_the_key_that_set_it() {
+    let config = parse(
+        "[sync]\ninterval_secs = 3600\n\
+         [providers.spotify]\nclient_id = \"s-id\"\nsync_interval_secs = 600\n\
+         [providers.google]\nclient_id = \"g-id\"\n",
+    )
+    .expect("valid");
+    assert_eq!(config.sync_interval("spotify"), Duration::from_secs(600));
+    assert_eq!(config.sync_interval("google"), Duration::from_secs(3600));
+    assert_eq!(config.sync_interval("microsoft"), Duration::from_secs(3600), "no table");
+    assert!(
+        config.warnings().is_empty(),
+        "Spotify's own 600 s loses nothing: {:?}",
+        config.warnings()
+    );
+
+    let slow = parse("[providers.spotify]\nclient_id = \"s-id\"\nsync_interval_secs = 10800\n")
+        .expect("valid");
+    let warnings = slow.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("providers.spotify.sync_interval_secs is 10800"),
+        "{warnings:?}"
+    );
+
+    let (location, key, problem) =
+        invalid("[providers.google]\nclient_id = \"g-id\"\nsync_interval_secs = 0\n");
+    assert_eq!(key.as_deref(), Some("providers.google.sync_interval_secs"));
+    assert_eq!(location.line, 3, "{location:?}");
+    assert!(problem.contains("between 1 and 86400"), "{problem}");
 }
 
 #[test]

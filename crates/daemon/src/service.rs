@@ -355,8 +355,7 @@ async fn serve(
         tokio::spawn(crate::vault::watch(Arc::clone(&shared), Arc::clone(&vault), stopped.clone()));
     let rounds = match keeper(&config, &vault, &shared) {
         Ok(keeper) => {
-            let syncer =
-                crate::sync::Syncer::new(keeper, config.sync.interval, config.vault.timeout);
+            let syncer = crate::sync::Syncer::new(keeper, &config);
             let syncer = Arc::new(syncer);
             let _ = shared.syncer.set(Arc::clone(&syncer));
             tokio::spawn(crate::sync::run(Arc::clone(&shared), syncer, stopped))
@@ -552,10 +551,8 @@ async fn reload(
     match load_config(path, env) {
         Ok(new) => {
             level.set(&new.log.level);
-            if new.daemon != current.daemon
-                || new.database != current.database
-                || new.vault != current.vault
-            {
+            let outside_log = Config { log: current.log.clone(), ..new.clone() };
+            if outside_log != current {
                 tracing::warn!("configuration changes outside [log] apply at the next restart");
             }
             record_config(

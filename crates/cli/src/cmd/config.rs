@@ -98,7 +98,10 @@ pub(crate) fn run(path: Option<&Path>, command: ConfigCommand) -> anyhow::Result
                 .iter()
                 .any(|url| url.is_some());
                 let endpoints = if custom { "own endpoints" } else { "the provider's endpoints" };
-                println!("  {name:<13} client {}, {secret}, {endpoints}", provider.client_id);
+                let own = provider.sync_interval.map_or_else(String::new, |interval| {
+                    format!(", sync every {} s", interval.as_secs())
+                });
+                println!("  {name:<13} client {}, {secret}, {endpoints}{own}", provider.client_id);
             }
             println!("  sync every    {} s", config.sync.interval.as_secs());
             let backup = &config.backup;

@@ -1,5 +1,6 @@
 //! The daemon's syncing: every consented and granted dataset of every integration that may
-//! run, once per `sync.interval` (with jitter), and at once when `datapunk sync` asks.
+//! run, once per interval (with jitter: its provider's `sync_interval_secs`, else
+//! `sync.interval_secs`), and at once when `datapunk sync` asks.
 //!
 //! Each round reads the integrations from the database, so that one connected or
 //! disconnected by the CLI is seen without a restart. A dataset's sync ([`dataset::sync`])
@@ -10,8 +11,9 @@
 //! An integration in `needs_reauth`, `revoked` or `paused` is left alone: no token request
 //! and no API call until the person acts; nothing runs on schedule while the vault is locked
 //! or unreachable. A dataset whose provider is unavailable (429, 5xx,
-//! no answer) is tried again after a backoff that starts at 30 s, doubles, honours
-//! the provider's `Retry-After`, and otherwise never exceeds the interval. One dataset syncs at a time.
+//! no answer) is tried again after a backoff that starts at 30 s, doubles, honours the
+//! provider's `Retry-After`, and otherwise never exceeds the interval. One dataset syncs at a
+//! time.
 //!
 //! Every sync of a dataset is audited as `sync.run`, with counts (added, updated, deleted,
 //! pages) and never contents.
@@ -22,6 +24,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
+use datapunk_config::Config;
 use datapunk_connectors::{Connector, FetchError, Options, TokenSource};
 use datapunk_oauth::provider::Provider;
 use datapunk_store::audit::Outcome;
@@ -53,11 +56,13 @@ struct Schedule {
     failures: u32,
 }
 
-/// What syncs: the token keeper, the connectors' options and the schedule's interval.
+/// What syncs: the token keeper, the connectors' options and the schedule's intervals.
 pub(crate) struct Syncer {
     keeper: Arc<Keeper>,
     options: Options,
+    /// Between two syncs of a dataset: `sync.interval_secs`, or its provider's own.
     interval: Duration,
+    provider_intervals: HashMap<String, Duration>,
     /// Held while a dataset syncs: the loop and `datapunk sync` take turns.
     busy: tokio::sync::Mutex<()>,
     /// How long a sync asked for just after start-up waits for the vault's first answer: the
@@ -70,15 +75,32 @@ pub(crate) struct Syncer {
 }
 
 impl Syncer {
-    pub(crate) fn new(keeper: Arc<Keeper>, interval: Duration, vault_timeout: Duration) -> Self {
+    pub(crate) fn new(keeper: Arc<Keeper>, config: &Config) -> Self {
+        let provider_intervals = config
+            .providers
+            .keys()
+            .map(|name| (name.clone(), config.sync_interval(name)))
+            .collect();
+        let vault_timeout = config.vault.timeout;
         Self {
             keeper,
             options: Options::default(),
-            interval,
+            interval: config.sync.interval,
+            provider_intervals,
             first_vault_answer: vault_timeout + Duration::from_secs(5),
             busy: tokio::sync::Mutex::new(()),
             synced: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// How long after a sync `provider`'s datasets are due again.
+    fn interval_for(&self, provider: &str) -> Duration {
+        self.provider_intervals.get(provider).copied().unwrap_or(self.interval)
+    }
+
+    /// The shortest interval of any provider: the schedule looks again at least this often.
+    fn shortest_interval(&self) -> Duration {
+        self.provider_intervals.values().copied().fold(self.interval, Duration::min)
     }
 
     /// Syncs now what `integration` and `dataset` select (everything when both are `None`),
@@ -378,6 +400,7 @@ pub(crate) async fn run(shared: Arc<Shared>, syncer: Arc<Syncer>, mut stop: watc
         // back, which the vault watcher reports and audits.
         let runnable = if shared.vault_ready().await { all.as_slice() } else { &[] };
         for integration in runnable.iter().filter(|i| RUNNABLE.contains(&i.state)) {
+            let interval = syncer.interval_for(&integration.provider);
             let sets: Vec<&str> = integration
                 .datasets
                 .iter()
@@ -396,9 +419,9 @@ pub(crate) async fn run(shared: Arc<Shared>, syncer: Arc<Syncer>, mut stop: watc
                 let last =
                     syncer.synced.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
                 if let Some(last) = last
-                    && last + syncer.interval > Instant::now()
+                    && last + interval > Instant::now()
                 {
-                    let due = last + jittered(syncer.interval);
+                    let due = last + jittered(interval);
                     schedule.insert(key, Schedule { due, failures: 0 });
                     continue;
                 }
@@ -420,14 +443,11 @@ pub(crate) async fn run(shared: Arc<Shared>, syncer: Arc<Syncer>, mut stop: watc
                     schedule.entry(key).or_insert(Schedule { due: Instant::now(), failures: 0 });
                 match result {
                     Ok(()) => {
-                        *entry = Schedule {
-                            due: Instant::now() + jittered(syncer.interval),
-                            failures: 0,
-                        };
+                        *entry = Schedule { due: Instant::now() + jittered(interval), failures: 0 };
                     }
                     Err((error, Some(asked))) => {
                         entry.failures = entry.failures.saturating_add(1);
-                        let wait = retry_wait(entry.failures, asked, syncer.interval);
+                        let wait = retry_wait(entry.failures, asked, interval);
                         tracing::debug!(
                             integration = integration.name.as_str(),
                             dataset = set,
@@ -438,7 +458,7 @@ pub(crate) async fn run(shared: Arc<Shared>, syncer: Arc<Syncer>, mut stop: watc
                         entry.due = Instant::now() + wait;
                     }
                     Err((_, None)) => {
-                        *entry = Schedule { due: Instant::now() + syncer.interval, failures: 0 };
+                        *entry = Schedule { due: Instant::now() + interval, failures: 0 };
                     }
                 }
             }
@@ -450,7 +470,7 @@ pub(crate) async fn run(shared: Arc<Shared>, syncer: Arc<Syncer>, mut stop: watc
         let wait = next
             .map_or(LOOK_AGAIN, |due| due.saturating_duration_since(Instant::now()))
             .min(LOOK_AGAIN)
-            .min(syncer.interval);
+            .min(syncer.shortest_interval());
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,
