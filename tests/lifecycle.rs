@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use datapunk_testkit::{NotifySocket, bin, is_root};
 use datapunk_tests::Setup;
+use rustix::process::Signal;
 
 fn lines(messages: &[String]) -> Vec<String> {
     messages.iter().flat_map(|m| m.lines().map(str::to_owned)).collect()
@@ -127,4 +128,43 @@ async fn a_transaction_holding_the_audit_lock_does_not_hold_up_shutdown() {
     let took = daemon.stop();
     assert!(took < Duration::from_secs(5), "shutdown waited on the lock for {took:?}");
     app.batch_execute("ROLLBACK").await.expect("rollback");
+}
+
+#[test]
+fn a_reload_warns_of_a_restart_while_the_file_differs_from_what_runs() {
+    let journal = datapunk_testkit::journal();
+    let setup = Setup::external();
+    assert!(setup.init().status.success());
+    let notify = NotifySocket::new();
+    let daemon = setup.spawn_daemon(Some(&notify), &[]);
+    let pid = daemon.pid().to_string();
+    notify.wait_for_line("READY=1", Duration::from_secs(30));
+
+    // Each reload is audited after its warning, if any, from the same thread: once the nth
+    // `config.loaded` is in the journal, so is everything the reload logged before it.
+    let mut loads = 1;
+    let mut reload = |text: &str| {
+        setup.write_config(text);
+        daemon.signal(Signal::HUP);
+        loads += 1;
+        let wanted = [("_PID", pid.as_str()), ("DATAPUNK_ACTION", "config.loaded")];
+        journal.wait_for(&wanted, loads, Duration::from_secs(10));
+        journal
+            .entries(&[("_PID", pid.as_str())])
+            .iter()
+            .filter_map(|e| e.get("MESSAGE").and_then(|m| m.as_str()))
+            .filter(|m| m.contains("apply at the next restart"))
+            .count()
+    };
+
+    let running = std::fs::read_to_string(&setup.config).expect("read config");
+    let changed = format!("[sync]\ninterval_secs = 1234\n\n{running}");
+    assert_eq!(reload(&changed), 1, "a changed interval needs a restart");
+    assert_eq!(reload(&changed), 2, "and still does at the next reload");
+    assert_eq!(reload(&running), 2, "the file is back to what runs");
+    let level = format!("[log]\nlevel = \"debug\"\n\n{running}");
+    assert_eq!(reload(&level), 2, "the log level applies at once");
+    let backup = format!("{level}\n[backup]\ndir = \"/nonexistent/backups\"\n");
+    assert_eq!(reload(&backup), 2, "only the CLI reads [backup], afresh at every command");
+    daemon.stop();
 }

@@ -71,6 +71,17 @@ async fn start_reporting(setup: &Setup, bus: &SessionBus, notify: Option<&Notify
     daemon
 }
 
+/// The CPU time process `pid` has used, user and system, in clock ticks (1/100 s on Linux).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the process's stat");
+    // Fields after the command name, which is in parentheses and may hold spaces: state is
+    // the first, utime the 12th, stime the 13th.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').expect("a stat line").1.split_whitespace().collect();
+    let field = |i: usize| fields[i].parse::<u64>().expect("a number of ticks");
+    field(11) + field(12)
+}
+
 /// The ids of the records of `dataset` that a person can change or delete: not the
 /// occurrences a series expands to, nor its cancelled occurrences.
 fn mutable(sandbox: &Sandbox, dataset: Provided) -> Vec<String> {
@@ -438,7 +449,12 @@ async fn nothing_syncs_while_the_keyring_is_locked_and_syncing_resumes_after_unl
     }
     let before = setup.cli_ok(&["audit", "--action", "sync.run", "--json"]).lines().count();
     sandbox.clear_requests();
+    // The datasets fall due while the keyring is locked: the daemon must idle, not spin on
+    // a schedule it cannot run.
+    let spent = cpu_ticks(daemon.pid());
     tokio::time::sleep(Duration::from_secs(4)).await;
+    let spent = cpu_ticks(daemon.pid()) - spent;
+    assert!(spent < 20, "the daemon spent {spent} clock ticks of CPU in 4 s doing nothing");
     assert!(sandbox.requests().is_empty(), "{:?}", sandbox.requests());
     let after = setup.cli_ok(&["audit", "--action", "sync.run", "--json"]).lines().count();
     assert_eq!(after, before, "no sync ran, and none failed, while the keyring was locked");

@@ -47,6 +47,8 @@ pub(crate) struct Shared {
     vault_state: Mutex<Option<(VaultState, OffsetDateTime)>>,
     /// Becomes true with the vault's first answer.
     vault_answered: tokio::sync::watch::Sender<bool>,
+    /// Woken when the vault's state changes, so that the schedule looks again at once.
+    pub(crate) vault_changed: tokio::sync::Notify,
     /// What syncs; set once the token keeper is made.
     syncer: std::sync::OnceLock<Arc<crate::sync::Syncer>>,
 }
@@ -164,6 +166,8 @@ impl Shared {
             previous
         };
         self.vault_answered.send_replace(true);
+        // One waiter, the schedule: a change while it is busy wakes its next sleep.
+        self.vault_changed.notify_one();
         let status = self.status().await;
         if status.state != State::Stopping {
             notify::status(&status.summary());
@@ -330,6 +334,7 @@ async fn serve(
         vault_kind: vault.kind(),
         vault_state: Mutex::new(None),
         vault_answered: tokio::sync::watch::Sender::new(false),
+        vault_changed: tokio::sync::Notify::new(),
         syncer: std::sync::OnceLock::new(),
     });
     for warning in config.warnings() {
@@ -539,8 +544,10 @@ async fn record_config(
 }
 
 /// Re-reads the configuration on SIGHUP. A bad file is refused and audited and the running
-/// configuration stays; a good one applies its log level at once (other changes need a
-/// restart, which the log says).
+/// configuration stays; a good one applies its log level at once, and what runs becomes the
+/// running configuration with that level. Other changes need a restart: the log says so at
+/// each reload while the file differs from what runs, `[backup]` aside (only the CLI reads
+/// it, afresh at every command).
 async fn reload(
     shared: &Shared,
     current: Config,
@@ -551,8 +558,14 @@ async fn reload(
     match load_config(path, env) {
         Ok(new) => {
             level.set(&new.log.level);
-            let outside_log = Config { log: current.log.clone(), ..new.clone() };
-            if outside_log != current {
+            let running = Config { log: new.log.clone(), ..current };
+            let differs = Config {
+                log: running.log.clone(),
+                backup: running.backup.clone(),
+                source: running.source.clone(),
+                ..new.clone()
+            };
+            if differs != running {
                 tracing::warn!("configuration changes outside [log] apply at the next restart");
             }
             record_config(
@@ -563,7 +576,7 @@ async fn reload(
                 "configuration reloaded",
             )
             .await;
-            new
+            running
         }
         Err(error) => {
             tracing::error!(%error, "configuration rejected; keeping the running one");

@@ -46,6 +46,9 @@ pub(crate) const RETRY_FIRST: Duration = Duration::from_secs(30);
 /// The longest the loop sleeps before looking for integrations again.
 const LOOK_AGAIN: Duration = Duration::from_secs(10);
 
+/// The least time between two passes of the schedule, whatever is due.
+const SHORTEST_WAIT: Duration = Duration::from_millis(250);
+
 /// States in which an integration is synced.
 const RUNNABLE: [State; 3] = [State::Active, State::KeyringLocked, State::TokenUnsaved];
 
@@ -96,11 +99,6 @@ impl Syncer {
     /// How long after a sync `provider`'s datasets are due again.
     fn interval_for(&self, provider: &str) -> Duration {
         self.provider_intervals.get(provider).copied().unwrap_or(self.interval)
-    }
-
-    /// The shortest interval of any provider: the schedule looks again at least this often.
-    fn shortest_interval(&self) -> Duration {
-        self.provider_intervals.values().copied().fold(self.interval, Duration::min)
     }
 
     /// Syncs now what `integration` and `dataset` select (everything when both are `None`),
@@ -396,6 +394,7 @@ pub(crate) async fn run(shared: Arc<Shared>, syncer: Arc<Syncer>, mut stop: watc
             })
         });
         let mut worked = false;
+        let mut visited = Vec::new();
         // A locked or unreachable vault holds the tokens and keys: nothing can run until it is
         // back, which the vault watcher reports and audits.
         let runnable = if shared.vault_ready().await { all.as_slice() } else { &[] };
@@ -412,6 +411,7 @@ pub(crate) async fn run(shared: Arc<Shared>, syncer: Arc<Syncer>, mut stop: watc
             let sets = if sets.is_empty() { vec![""] } else { sets };
             for set in sets {
                 let key = (integration.name.clone(), set.to_owned());
+                visited.push(key.clone());
                 if schedule.get(&key).is_some_and(|s| s.due > Instant::now()) {
                     continue;
                 }
@@ -466,13 +466,16 @@ pub(crate) async fn run(shared: Arc<Shared>, syncer: Arc<Syncer>, mut stop: watc
         if worked {
             shared.publish_status().await;
         }
-        let next = schedule.values().map(|s| s.due).min();
+        // Only what this pass could run says when to look again: the entry of an integration
+        // that does not run now (paused, or the vault locked) keeps its backoff, but its due
+        // time, past or not, must not wake the loop.
+        let next = visited.iter().filter_map(|key| schedule.get(key)).map(|s| s.due).min();
         let wait = next
             .map_or(LOOK_AGAIN, |due| due.saturating_duration_since(Instant::now()))
-            .min(LOOK_AGAIN)
-            .min(syncer.shortest_interval());
+            .clamp(SHORTEST_WAIT, LOOK_AGAIN);
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
+            () = shared.vault_changed.notified() => {}
             _ = stop.changed() => return,
         }
     }
