@@ -155,12 +155,13 @@ let
           };
 
           interval = mkOption {
-            type = types.ints.between 1 86400;
-            default = 900;
+            type = types.nullOr (types.ints.between 1 86400);
+            default = null;
             example = 3600;
             description = ''
               Seconds between two syncs of each of this integration's datasets, give or take a
               tenth (`providers.${provider}.sync_interval_secs` in the daemon's configuration).
+              `null` keeps the common interval, `settings.sync.interval_secs` (900 unless set).
             '';
           };
 
@@ -687,7 +688,7 @@ in
         // lib.optionalAttrs container { password_file = toString db.appPasswordFile; };
         providers = lib.mapAttrs (
           provider: integration:
-          { sync_interval_secs = integration.interval; }
+          lib.optionalAttrs (integration.interval != null) { sync_interval_secs = integration.interval; }
           // lib.optionalAttrs (integration.clientId != null) { client_id = integration.clientId; }
           // lib.optionalAttrs (integration.clientSecretFile != null) {
             client_secret_credential = clientSecretCredential provider;

@@ -426,6 +426,12 @@ let
       user = "alice";
       dataVolume.device = "/dev/sdb2";
       database.backend = "host";
+      # No interval of its own: the common one applies.
+      integrations.google = {
+        enable = true;
+        clientId = "google-client";
+      };
+      settings.sync.interval_secs = 3600;
     };
     services.postgresql.dataDir = "${mountPoint}/postgresql";
   };
@@ -491,6 +497,16 @@ let
       })
       (holds "no container is defined" (config.virtualisation.oci-containers.containers == { }))
       (holds "no backup unit is defined" (!config.systemd.services ? datapunk-backup))
+      (is "an integration without an interval keeps the common one"
+        {
+          inherit (config.services.datapunk.settings) sync;
+          google = config.services.datapunk.settings.providers.google;
+        }
+        {
+          sync.interval_secs = 3600;
+          google.client_id = "google-client";
+        }
+      )
     ];
 
   # Every assertion at once.
