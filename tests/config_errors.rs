@@ -114,6 +114,29 @@ fn check_names_a_secret_file_that_cannot_be_read_and_fails() {
     assert!(stdout.contains("not a regular file"), "{stdout}");
 
     std::fs::remove_dir(&secret).expect("remove the directory");
+    // A named pipe is not opened: that would wait for a writer that never comes.
+    let made = std::process::Command::new("mkfifo").arg(&secret).status().expect("run mkfifo");
+    assert!(made.success(), "mkfifo failed");
+    let mut check = setup.command("datapunk");
+    let mut child = check
+        .args(["config", "check"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start config check");
+    let begin = std::time::Instant::now();
+    while child.try_wait().expect("poll config check").is_none() {
+        if begin.elapsed() > std::time::Duration::from_secs(20) {
+            child.kill().expect("kill config check");
+            panic!("config check waits on a named pipe");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().expect("config check's output");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(78), "{stdout}");
+    assert!(stdout.contains("not a regular file"), "{stdout}");
+
+    std::fs::remove_file(&secret).expect("remove the pipe");
     setup.write_file("google-secret", b"client-secret\n");
     let checked = setup.cli_ok(&["config", "check"]);
     assert!(!checked.contains("problem"), "{checked}");

@@ -172,9 +172,13 @@ fn unreadable_files(config: &Config) -> Vec<String> {
     files
         .into_iter()
         .filter_map(|(key, path)| {
-            let problem = match std::fs::File::open(path).and_then(|file| file.metadata()) {
-                Ok(metadata) if metadata.is_file() => return None,
-                Ok(_) => "it is not a regular file".to_owned(),
+            // The type first: opening a named pipe would wait for a writer.
+            let opened = std::fs::metadata(path).and_then(|metadata| {
+                if metadata.is_file() { std::fs::File::open(path).map(Some) } else { Ok(None) }
+            });
+            let problem = match opened {
+                Ok(Some(_)) => return None,
+                Ok(None) => "it is not a regular file".to_owned(),
                 Err(error) => error.to_string(),
             };
             Some(format!("`{key}` names {}: {problem}", path.display()))
