@@ -189,13 +189,19 @@ impl Sandbox {
 
     /// Writes the `[providers.*]` part of a Datapunk configuration pointing every endpoint at
     /// this sandbox, with its clients' ids, to `path`; client secrets go to files beside it
-    /// (`sandbox-google-client-secret`), created 0600, and the configuration names them.
+    /// (`sandbox-google-client-secret`), created 0600, and the configuration names them by
+    /// absolute path, so that the tables mean the same appended to a file anywhere.
     ///
     /// # Errors
     ///
-    /// When a file cannot be written; an existing file is not overwritten.
+    /// When a file cannot be written, or `path`'s directory cannot be resolved; an existing
+    /// file is not overwritten.
     pub fn write_config(&self, path: &Path) -> std::io::Result<()> {
-        let dir = path.parent().unwrap_or(Path::new("."));
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let dir = dir.canonicalize()?;
         let mut text = format!(
             "# Written by datapunk-sandbox for the sandbox at {}: every endpoint is the\n\
              # sandbox's. Append it to Datapunk's configuration file.\n",

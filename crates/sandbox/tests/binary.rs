@@ -11,9 +11,10 @@ use datapunk_config::{Config, Environment, SecretRef};
 fn it_prints_its_base_url_first_and_writes_a_configuration_datapunk_accepts() {
     let dir = tempfile::tempdir().expect("a directory");
     let config_path = dir.path().join("providers.toml");
+    // A relative path, as a person types it in the directory they are in.
     let mut child = Command::new(env!("CARGO_BIN_EXE_datapunk-sandbox"))
-        .args(["--listen", "127.0.0.1:0", "--config-out"])
-        .arg(&config_path)
+        .args(["--listen", "127.0.0.1:0", "--config-out", "providers.toml"])
+        .current_dir(dir.path())
         .stdout(Stdio::piped())
         .spawn()
         .expect("start the sandbox");
@@ -31,13 +32,18 @@ fn it_prints_its_base_url_first_and_writes_a_configuration_datapunk_accepts() {
         ..Environment::default()
     };
     let text = std::fs::read_to_string(&config_path).expect("the configuration");
-    let config = Config::parse(&text, &config_path, &env).expect("Datapunk accepts it");
+    // Appended to a configuration file elsewhere, it still names the secret files beside it.
+    let elsewhere = std::path::Path::new("/etc/datapunk/config.toml");
+    let config = Config::parse(&text, elsewhere, &env).expect("Datapunk accepts it");
     assert_eq!(config.providers.len(), 3);
     let google = &config.providers["google"];
     assert_eq!(google.token_url.as_deref(), Some(format!("{base}/google/token").as_str()));
     assert_eq!(google.revoke_url.as_deref(), Some(format!("{base}/google/revoke").as_str()));
     assert_eq!(config.providers["microsoft"].client_secret, None);
     let Some(SecretRef::File(secret)) = &google.client_secret else { panic!("a secret file") };
+    let beside =
+        dir.path().canonicalize().expect("the directory").join("sandbox-google-client-secret");
+    assert_eq!(secret, &beside);
     assert_eq!(std::fs::read_to_string(secret).expect("the secret"), "sandbox-google-secret");
     for file in [secret.as_path(), config_path.as_path()] {
         let mode = std::fs::metadata(file).expect("metadata").permissions().mode() & 0o777;
