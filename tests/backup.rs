@@ -283,6 +283,52 @@ async fn a_backup_made_with_a_passphrase_verifies_with_it_and_not_with_another()
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_secret_key_under_a_passphrase_leaves_the_content_unchecked_not_failed() {
+    let backups = Backups::new();
+    // A second key, its secret part under a passphrase, as the setup guide makes one.
+    let made = backups.gpg(&[
+        "--batch",
+        "--pinentry-mode",
+        "loopback",
+        "--passphrase",
+        "a passphrase nobody types here",
+        "--quick-gen-key",
+        "Locked Backups <locked@datapunk.invalid>",
+        "default",
+        "default",
+        "never",
+    ]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let listing = backups.gpg(&["--list-keys", "--with-colons", "locked@datapunk.invalid"]);
+    let locked = String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix("fpr:"))
+        .and_then(|rest| rest.split(':').find(|field| !field.is_empty()))
+        .expect("the locked key's fingerprint")
+        .to_owned();
+    backups.configure(&format!("recipients = [\"{locked}\"]\n"));
+    let file = backups.create();
+    // Whatever the agent remembers from making the key goes with it.
+    let killed = backups.command("gpgconf").args(["--kill", "gpg-agent"]).output();
+    assert!(killed.expect("run gpgconf").status.success());
+
+    // No terminal, so no one can be asked: the levels that need no passphrase still run.
+    let verified = backups.ok(&["backup", "verify", &file.to_string_lossy()]);
+    assert!(verified.contains("the file matches its manifest"), "{verified}");
+    assert!(verified.contains("its secret key is here, but locked"), "{verified}");
+    assert!(!verified.contains("decrypted intact"), "{verified}");
+    let rows = backups.events("backup.verify");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["outcome"], "success", "{rows:?}");
+    assert_eq!(rows[0]["details"]["content_checked"], false, "{rows:?}");
+
+    // Damage is still damage.
+    flip_a_byte(&file);
+    let output = backups.datapunk(&["backup", "verify", &file.to_string_lossy()]);
+    assert!(!output.status.success(), "a damaged backup verified");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn failures_exit_non_zero_leave_no_file_and_are_audited() {
     let backups = Backups::new();
     let dir = backups.dir();

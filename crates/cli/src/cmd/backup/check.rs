@@ -7,7 +7,10 @@
 //! 2. gpg parses it as an OpenPGP message whose session key is encrypted to the manifest's
 //!    recipients (`gpg --list-packets --list-only`, public keys only);
 //! 3. when a secret key can decrypt it, the whole file is decrypted with its integrity check,
-//!    `pg_restore --list` reads the dump, and its tables are the manifest's.
+//!    `pg_restore --list` reads the dump, and its tables are the manifest's. A secret key
+//!    under a passphrase is unlocked through gpg-agent's pinentry when verify runs on a
+//!    terminal; elsewhere, or when the person does not unlock it, the content is not checked
+//!    and verify says why, as without a key.
 
 use std::collections::BTreeSet;
 use std::io::{Read as _, Write as _};
@@ -99,6 +102,11 @@ pub(super) async fn verify(
             file.display(),
             report.tables
         ),
+        false if report.locked => println!(
+            "{}: not decrypted (its secret key is here, but locked: run verify on a terminal \
+             to be asked for the passphrase); the content was not checked",
+            file.display()
+        ),
         false => println!(
             "{}: not decrypted (no {} for it here); the content was not checked",
             file.display(),
@@ -114,6 +122,8 @@ pub(super) struct Report {
     encryption: String,
     /// Whether the content was decrypted and read by pg_restore.
     pub(super) content_checked: bool,
+    /// Whether the secret key is here but its passphrase was not given.
+    locked: bool,
     /// The number of tables compared.
     tables: usize,
     /// Whether a passphrase, not a key pair, protects the backup.
@@ -143,6 +153,11 @@ pub(super) async fn verify_file(
             .await
             .context("the content check stopped")??
     };
+    let (content, locked) = match content {
+        None => (None, false),
+        Some(Content::Tables(tables)) => (Some(tables), false),
+        Some(Content::Locked) => (None, true),
+    };
     let content_checked = content.is_some();
     if let Some(tables) = content {
         let expected: BTreeSet<&str> = manifest.tables.keys().map(String::as_str).collect();
@@ -159,6 +174,7 @@ pub(super) async fn verify_file(
     Ok(Report {
         encryption,
         content_checked,
+        locked,
         tables: manifest.tables.len(),
         symmetric: manifest.symmetric,
     })
@@ -247,17 +263,28 @@ fn key_ids_of(gpg: &GpgOptions, fingerprint: &str) -> anyhow::Result<BTreeSet<St
         .collect())
 }
 
+/// What decrypting a backup found, when a secret key for it is here.
+enum Content {
+    /// The tables whose data the dump holds.
+    Tables(Vec<String>),
+    /// The secret key is here, but under a passphrase no one gave.
+    Locked,
+}
+
 /// Decrypts `file` whole (so that its integrity check runs) into `pg_restore --list`, and
-/// returns the tables whose data the dump holds; `None` when no secret key here opens it.
+/// says what it holds; `None` when no secret key here opens it. gpg-agent may ask for the
+/// secret key's passphrase only when standard input is a terminal.
 fn read_content(
     gpg: &GpgOptions,
     passphrase: Option<&Path>,
     file: &Path,
-) -> anyhow::Result<Option<Vec<String>>> {
+) -> anyhow::Result<Option<Content>> {
+    use std::io::IsTerminal as _;
+    let pinentry = if std::io::stdin().is_terminal() { "default" } else { "error" };
     let mut decrypt = gpg
         .command()
         .args(["--batch", "--no-tty", "--quiet", "--status-fd", "2"])
-        .args(super::passphrase_args(passphrase, "error"))
+        .args(super::passphrase_args(passphrase, pinentry))
         .args(["--decrypt", "--"])
         .arg(file)
         .stdin(Stdio::null())
@@ -312,6 +339,17 @@ fn read_content(
     if has("NO_SECKEY") && !has("DECRYPTION_OKAY") {
         return Ok(None);
     }
+    // gpg found the secret key (it says which it considered, and not that one is missing)
+    // yet could not use it: its passphrase was not given. The file already matched its
+    // manifest, so this is not damage.
+    if passphrase.is_none()
+        && has("KEY_CONSIDERED")
+        && has("DECRYPTION_FAILED")
+        && !has("DECRYPTION_OKAY")
+        && !has("BADMDC")
+    {
+        return Ok(Some(Content::Locked));
+    }
     if !gpg_status.success() || !has("DECRYPTION_OKAY") || has("BADMDC") {
         return Err(failure("gpg", gpg_status, &gpg_messages))
             .context("the file does not decrypt intact");
@@ -320,7 +358,7 @@ fn read_content(
         return Err(failure("pg_restore", list_status, &list_messages))
             .context("pg_restore cannot read the decrypted dump");
     }
-    Ok(Some(tables_in(&listing)))
+    Ok(Some(Content::Tables(tables_in(&listing))))
 }
 
 fn read_all(pipe: Option<impl std::io::Read>) -> String {
