@@ -104,6 +104,8 @@ fn check_names_a_secret_file_that_cannot_be_read_and_fails() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(78), "{stdout}{stderr}");
+    assert!(stdout.contains("names files that cannot be opened"), "{stdout}");
+    assert!(!stdout.contains(": valid"), "{stdout}");
     let problem = format!("`providers.google.client_secret_file` names {}", secret.display());
     assert!(stdout.contains(&problem), "{stdout}");
     assert!(stdout.contains("No such file"), "{stdout}");
@@ -125,11 +127,11 @@ fn check_names_a_secret_file_that_cannot_be_read_and_fails() {
         .expect("start config check");
     let begin = std::time::Instant::now();
     while child.try_wait().expect("poll config check").is_none() {
-        if begin.elapsed() > std::time::Duration::from_secs(20) {
+        if begin.elapsed() > Duration::from_secs(20) {
             child.kill().expect("kill config check");
             panic!("config check waits on a named pipe");
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(50));
     }
     let output = child.wait_with_output().expect("config check's output");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -140,4 +142,27 @@ fn check_names_a_secret_file_that_cannot_be_read_and_fails() {
     setup.write_file("google-secret", b"client-secret\n");
     let checked = setup.cli_ok(&["config", "check"]);
     assert!(!checked.contains("problem"), "{checked}");
+}
+
+#[test]
+fn the_daemon_exits_78_on_an_unreadable_client_secret_and_records_no_start() {
+    let setup = Setup::external();
+    assert!(setup.init().status.success());
+    let config = std::fs::read_to_string(&setup.config).expect("the configuration");
+    let secret = setup.path().join("google-secret");
+    setup.write_config(&format!(
+        "{config}\n[providers.google]\nclient_id = \"g-id\"\nclient_secret_file = \"{}\"\n",
+        secret.display()
+    ));
+
+    let daemon = setup.spawn_daemon(None, &[]);
+    let (status, _, stderr) = daemon.wait(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(78), "a restart cannot fix a missing file: {stderr}");
+    assert!(stderr.contains(&format!("cannot read the client secret file {}", secret.display())));
+    // It never started, so the trail says nothing of a start or a stop.
+    let audit = setup.cli_ok(&["audit", "--json"]);
+    assert!(audit.contains("\"database.init\""), "{audit}");
+    for action in ["config.loaded", "daemon.start", "daemon.stop"] {
+        assert!(!audit.contains(&format!("\"{action}\"")), "{action}: {audit}");
+    }
 }

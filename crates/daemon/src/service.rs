@@ -317,6 +317,15 @@ async fn serve(
             return Err(ConfigProblem(format!("{error:#}")).into());
         }
     };
+    // The client secrets are read now, before the start is recorded: a daemon that cannot
+    // read one never started.
+    let clients = match provider_clients(&config) {
+        Ok(clients) => clients,
+        Err(error) => {
+            database.close().await;
+            return Err(ConfigProblem(format!("{error:#}")).into());
+        }
+    };
     // What opening the database recorded (a first start creates and migrates) counts too.
     let init_events = database
         .init_report()
@@ -358,7 +367,7 @@ async fn serve(
     let server = tokio::spawn(server::serve(listener, Arc::clone(&shared), stopped.clone()));
     let vault_watch =
         tokio::spawn(crate::vault::watch(Arc::clone(&shared), Arc::clone(&vault), stopped.clone()));
-    let rounds = match keeper(&config, &vault, &shared) {
+    let rounds = match keeper(clients, &vault, &shared) {
         Ok(keeper) => {
             let syncer = crate::sync::Syncer::new(keeper, &config);
             let syncer = Arc::new(syncer);
@@ -468,18 +477,21 @@ async fn integration_status(client: &tokio_postgres::Client) -> Vec<IntegrationS
         .collect()
 }
 
-/// The token keeper over every configured provider's client.
+/// Every configured provider's client, its secret read.
+fn provider_clients(config: &Config) -> anyhow::Result<Vec<crate::providers::ProviderClient>> {
+    datapunk_oauth::provider::Provider::ALL
+        .into_iter()
+        .filter(|provider| config.providers.contains_key(provider.as_str()))
+        .map(|provider| crate::providers::ProviderClient::configured(config, provider))
+        .collect()
+}
+
+/// The token keeper over `clients`.
 fn keeper(
-    config: &Config,
+    clients: Vec<crate::providers::ProviderClient>,
     vault: &Arc<datapunk_vault::backend::Vault>,
     shared: &Arc<Shared>,
 ) -> anyhow::Result<Arc<crate::tokens::Keeper>> {
-    let mut clients = Vec::new();
-    for provider in datapunk_oauth::provider::Provider::ALL {
-        if config.providers.contains_key(provider.as_str()) {
-            clients.push(crate::providers::ProviderClient::configured(config, provider)?);
-        }
-    }
     let recorder: Arc<dyn crate::tokens::Recorder> = Arc::clone(shared) as _;
     let keeper = crate::tokens::Keeper::new(
         Arc::clone(vault),

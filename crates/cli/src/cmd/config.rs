@@ -24,9 +24,14 @@ pub(crate) fn run(path: Option<&Path>, command: ConfigCommand) -> anyhow::Result
         }
         ConfigCommand::Check => {
             let config = super::load_config(path)?;
-            match &config.source {
-                Some(source) => println!("{}: valid", source.display()),
-                None => println!("no configuration file; the defaults apply"),
+            let problems = unreadable_files(&config);
+            match (&config.source, problems.is_empty()) {
+                (Some(source), true) => println!("{}: valid", source.display()),
+                (Some(source), false) => println!(
+                    "{}: well formed, but it names files that cannot be opened (below)",
+                    source.display()
+                ),
+                (None, _) => println!("no configuration file; the defaults apply"),
             }
             for warning in config.warnings() {
                 println!("  warning: {warning}");
@@ -105,12 +110,12 @@ pub(crate) fn run(path: Option<&Path>, command: ConfigCommand) -> anyhow::Result
             }
             println!("  sync every    {} s", config.sync.interval.as_secs());
             let backup = &config.backup;
-            let encrypted = match (&backup.recipients[..], &backup.passphrase_file) {
-                ([], None) => "not configured (set backup.recipients)".to_owned(),
-                ([], Some(file)) => format!("with the passphrase in {}", file.display()),
-                (recipients, _) => format!("to {}", recipients.join(", ")),
+            let encryption = match (&backup.recipients[..], &backup.passphrase_file) {
+                ([], None) => "no key to encrypt to yet (set backup.recipients)".to_owned(),
+                ([], Some(file)) => format!("encrypted with the passphrase in {}", file.display()),
+                (recipients, _) => format!("encrypted to {}", recipients.join(", ")),
             };
-            println!("  backups       in {}, encrypted {encrypted}", backup.dir.display());
+            println!("  backups       in {}, {encryption}", backup.dir.display());
             match &backup.password {
                 Some(SecretRef::File(path)) => {
                     println!("  backup login  password in {}", path.display())
@@ -120,7 +125,6 @@ pub(crate) fn run(path: Option<&Path>, command: ConfigCommand) -> anyhow::Result
                 }
                 None => {}
             }
-            let problems = unreadable_files(&config);
             for problem in &problems {
                 println!("  problem: {problem}");
             }
