@@ -62,6 +62,14 @@ async fn connecting_each_provider_stores_tokens_in_the_keyring_and_the_integrati
     // The list needs no keyring: it reads the database only.
     let listed = setup.cli_ok(&["integrations"]);
     assert!(listed.contains("contacts") && listed.contains("active"), "{listed}");
+    // The columns line up: every row's datasets start under the header's DATASETS.
+    let column = listed.lines().next().and_then(|h| h.find("DATASETS")).expect("a header");
+    for (name, first) in [("google", "calendar"), ("microsoft", "calendar"), ("spotify", "")] {
+        let row = listed.lines().find(|l| l.starts_with(name)).expect("a row per integration");
+        let datasets = row.get(column..).unwrap_or_default();
+        assert!(row[..column].ends_with("  ") && datasets.starts_with(first), "{listed}");
+        assert!(!datasets.starts_with(' ') && !datasets.is_empty(), "{listed}");
+    }
     for provider in [Provider::Google, Provider::Microsoft, Provider::Spotify] {
         let account = datapunk_sandbox::Account::builtin(provider);
         assert!(

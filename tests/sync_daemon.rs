@@ -365,6 +365,11 @@ async fn datasets_not_consented_or_not_granted_are_never_requested() {
     assert_eq!(outcome("google", "calendar").as_deref(), Some("success"));
     assert_eq!(outcome("spotify", "saved-tracks").as_deref(), Some("skipped"));
     assert_eq!(outcome("google", "contacts"), None, "not chosen, not listed");
+    let wrong = setup.cli(&["sync", "spotify", "--dataset", "calendar"]);
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert_eq!(wrong.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("integration `spotify` has no dataset `calendar`"), "{stderr}");
+    assert!(stderr.contains("recently-played") && stderr.contains("saved-tracks"), "{stderr}");
 
     let requests = sandbox.requests();
     assert!(requests.iter().any(|r| r.path.contains("/events")), "the chosen ones were asked");

@@ -32,8 +32,11 @@ pub(crate) async fn run(path: Option<&Path>, json: bool) -> anyhow::Result<()> {
         println!("no integrations; connect one with `datapunk connect PROVIDER --datasets ...`");
         return Ok(());
     }
+    // To the second, so that every time is as wide as its column (`--json` keeps the rest).
     let time = |at: Option<time::OffsetDateTime>| {
-        at.and_then(|at| at.format(&Rfc3339).ok()).unwrap_or_else(|| "-".to_owned())
+        at.and_then(|at| at.replace_nanosecond(0).ok())
+            .and_then(|at| at.to_offset(time::UtcOffset::UTC).format(&Rfc3339).ok())
+            .unwrap_or_else(|| "-".to_owned())
     };
     println!(
         "{:<16}  {:<10}  {:<14}  {:<20}  {:<20}  DATASETS",

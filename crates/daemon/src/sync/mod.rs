@@ -130,6 +130,25 @@ impl Syncer {
         {
             return Err(format!("there is no integration `{name}`; see `datapunk integrations`"));
         }
+        if let Some(wanted) = dataset {
+            let chosen: Vec<&Integration> =
+                all.iter().filter(|i| integration.is_none_or(|name| i.name == name)).collect();
+            if !chosen.iter().any(|i| i.datasets.iter().any(|d| d.name == wanted)) {
+                return Err(match (integration, chosen.as_slice()) {
+                    (Some(name), [one]) => {
+                        let names: Vec<&str> =
+                            one.datasets.iter().map(|d| d.name.as_str()).collect();
+                        format!(
+                            "integration `{name}` has no dataset `{wanted}`; its datasets are {}",
+                            names.join(", ")
+                        )
+                    }
+                    _ => format!(
+                        "no integration has a dataset `{wanted}`; see `datapunk integrations`"
+                    ),
+                });
+            }
+        }
         let mut runs = Vec::new();
         for candidate in all.iter().filter(|i| integration.is_none_or(|name| i.name == name)) {
             for set in candidate.datasets.iter().filter(|d| dataset.is_none_or(|n| d.name == n)) {
