@@ -108,3 +108,30 @@ fn an_initdb_cut_short_leaves_no_cluster_behind_and_the_next_start_begins_again(
     assert_eq!(status["database"]["reachable"], true, "{status}");
     daemon.stop();
 }
+
+#[test]
+fn a_second_daemon_on_the_same_cluster_leaves_it_running_for_the_first() {
+    let setup = Setup::managed();
+    let notify = NotifySocket::new();
+    let first = setup.spawn_daemon(Some(&notify), &[]);
+    notify.wait_for_line("READY=1", Duration::from_secs(90));
+
+    // The same data directory, another runtime directory: another control socket, so only
+    // the cluster's own lock can tell that the cluster is taken.
+    let config = std::fs::read_to_string(&setup.config).expect("the configuration");
+    let runtime_dir = setup.runtime_dir().display().to_string();
+    let other = config.replace(&runtime_dir, &format!("{runtime_dir}-other"));
+    assert_ne!(other, config, "{config}");
+    let other = setup.write_file("other.toml", other.as_bytes());
+    let other = other.to_string_lossy().into_owned();
+    let second = setup.spawn_daemon(None, &[("DATAPUNK_CONFIG", other.as_str())]);
+    let (status, _, stderr) = second.wait(Duration::from_secs(60));
+    assert!(!status.success(), "a second daemon ran on the same cluster: {stderr}");
+    assert!(stderr.contains("in use by another datapunkd"), "{stderr}");
+
+    let status: serde_json::Value =
+        serde_json::from_str(&setup.cli_ok(&["status", "--json"])).expect("status is JSON");
+    assert_eq!(status["database"]["reachable"], true, "the first daemon lost its cluster");
+    assert!(setup.data_dir().join("postmaster.pid").exists());
+    first.stop();
+}

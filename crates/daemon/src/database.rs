@@ -30,7 +30,8 @@ pub struct Database {
 
 /// A managed cluster in use by this process.
 ///
-/// Whoever holds `runtime_dir/cluster.lock` manages the cluster's life: the daemon for as long
+/// Whoever holds the lock beside the data directory (`postgresql.lock` beside `postgresql`)
+/// manages the cluster's life: the daemon for as long
 /// as it runs, or a `datapunk` command while no daemon does. The holder starts the cluster if
 /// needed and stops it when done (the daemon always; a command only if it started it). A
 /// process that finds the lock taken uses the cluster as it is and never starts or stops it,
@@ -120,16 +121,33 @@ impl ClusterSession {
     }
 }
 
+/// The lock beside the cluster's data directory: it belongs to the cluster, so that two
+/// configurations sharing a data directory share it too, whatever their runtime directories.
 fn lock_path(config: &Config) -> PathBuf {
-    config.daemon.runtime_dir.join("cluster.lock")
+    match &config.database.mode {
+        DatabaseMode::Managed { data_dir, .. } => {
+            let mut name = data_dir.file_name().unwrap_or("cluster".as_ref()).to_os_string();
+            name.push(".lock");
+            data_dir.parent().unwrap_or(Path::new("/")).join(name)
+        }
+        DatabaseMode::External { .. } => config.daemon.runtime_dir.join("cluster.lock"),
+    }
 }
 
 /// Takes the exclusive lock at `path`, waiting up to `wait`; `None` when another process keeps
 /// it that long.
 async fn acquire(path: &Path, wait: Duration) -> Result<Option<File>, DatabaseError> {
     let io_error = |source| DatabaseError::Directory { path: path.to_path_buf(), source };
-    let file =
-        OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(io_error)?;
+    if let Some(parent) = path.parent() {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent).map_err(io_error)?;
+    }
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut options = OpenOptions::new();
+        options.create(true).truncate(false).write(true).mode(0o600);
+        options.open(path).map_err(io_error)?
+    };
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         match file.try_lock() {
