@@ -510,6 +510,32 @@ async fn a_provider_with_its_own_interval_syncs_on_it_and_the_others_keep_the_co
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_integration_disconnected_and_connected_again_syncs_at_once_not_an_interval_later() {
+    let sandbox = sandbox(Population::default()).await;
+    let (setup, bus) = setup(&sandbox, "[sync]\ninterval_secs = 3600\n");
+    connected(&setup, &bus, "spotify", "playlists").await;
+    let daemon = start(&setup, &bus).await;
+    wait_for_syncs(&setup, 1).await;
+
+    let output = setup
+        .command("datapunk")
+        .args(["disconnect", "spotify", "--yes"])
+        .env("DBUS_SESSION_BUS_ADDRESS", bus.address())
+        .output()
+        .expect("run datapunk disconnect");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    // Long enough for the schedule to look at the integrations while it is disconnected.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    connected(&setup, &bus, "spotify", "playlists").await;
+    // Picked up like any new integration, not an hour after the sync before the disconnect.
+    let connected_at = Instant::now();
+    let runs = wait_for_syncs(&setup, 2).await;
+    assert!(connected_at.elapsed() < Duration::from_secs(30), "{runs:?}");
+    assert_eq!(runs[1]["outcome"], "success", "{runs:?}");
+    daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn killed_at_random_points_of_a_full_sync_and_a_resync_it_converges_to_the_truth() {
     use rand::Rng as _;
     use rustix::process::Signal;

@@ -329,12 +329,29 @@ impl Syncer {
     }
 }
 
+/// What the schedule runs for `integration`: each dataset chosen and granted, or when there is
+/// none, `""`, the check of its token and account, so that a gone grant shows.
+fn due_sets(integration: &Integration) -> Vec<&str> {
+    let sets: Vec<&str> = integration
+        .datasets
+        .iter()
+        .filter(|d| d.consented && d.granted)
+        .map(|d| d.name.as_str())
+        .collect();
+    if sets.is_empty() { vec![""] } else { sets }
+}
+
 /// The wait after `failures` failures in a row: from [`RETRY_FIRST`], doubling up to the
-/// `interval`, and never shorter than what the provider `asked` for.
+/// `interval`, and never shorter than what the provider `asked` for, up to [`LONGEST_ASKED`].
 fn retry_wait(failures: u32, asked: Option<Duration>, interval: Duration) -> Duration {
     let doubled = RETRY_FIRST.saturating_mul(1 << failures.saturating_sub(1).min(16));
-    doubled.min(interval).max(asked.unwrap_or(Duration::ZERO))
+    let asked = asked.unwrap_or(Duration::ZERO).min(LONGEST_ASKED);
+    doubled.min(interval).max(asked)
 }
+
+/// The longest a provider's `Retry-After` holds a dataset back: a day, the longest interval.
+/// Whatever a provider sends, the schedule's times stay representable.
+const LONGEST_ASKED: Duration = Duration::from_secs(86_400);
 
 /// A failed sync: what it did before failing, the failure in words (never a value), and for a
 /// failure worth retrying soon how long the provider asked to wait.
@@ -406,11 +423,12 @@ pub(crate) async fn run(shared: Arc<Shared>, syncer: Arc<Syncer>, mut stop: watc
                 }
             }
         };
-        // Forget what is gone; `""` is the check of an integration with nothing to sync.
+        // Forget what is gone or does not run now, so that an integration paused, revoked or
+        // reconnected and then back starts afresh, due at once.
         schedule.retain(|(name, set), _| {
-            all.iter().any(|i| {
-                &i.name == name && (set.is_empty() || i.datasets.iter().any(|d| &d.name == set))
-            })
+            all.iter()
+                .filter(|i| RUNNABLE.contains(&i.state))
+                .any(|i| &i.name == name && due_sets(i).contains(&set.as_str()))
         });
         let mut worked = false;
         let mut visited = Vec::new();
@@ -419,16 +437,7 @@ pub(crate) async fn run(shared: Arc<Shared>, syncer: Arc<Syncer>, mut stop: watc
         let runnable = if shared.vault_ready().await { all.as_slice() } else { &[] };
         for integration in runnable.iter().filter(|i| RUNNABLE.contains(&i.state)) {
             let interval = syncer.interval_for(&integration.provider);
-            let sets: Vec<&str> = integration
-                .datasets
-                .iter()
-                .filter(|d| d.consented && d.granted)
-                .map(|d| d.name.as_str())
-                .collect();
-            // Nothing to sync: still check the token and the account, so that a gone grant
-            // shows.
-            let sets = if sets.is_empty() { vec![""] } else { sets };
-            for set in sets {
+            for set in due_sets(integration) {
                 let key = (integration.name.clone(), set.to_owned());
                 visited.push(key.clone());
                 if schedule.get(&key).is_some_and(|s| s.due > Instant::now()) {
@@ -547,6 +556,10 @@ mod tests {
         assert_eq!(retry_wait(40, None, hour), hour);
         assert_eq!(retry_wait(1, Some(Duration::from_secs(600)), hour), Duration::from_secs(600));
         assert_eq!(retry_wait(1, Some(2 * hour), hour), 2 * hour, "the provider's wait wins");
+        let absurd = Some(Duration::from_secs(u64::MAX));
+        assert_eq!(retry_wait(1, absurd, hour), 24 * hour, "up to a day");
+        // The schedule adds the wait to the present, which must not overflow.
+        assert!(Instant::now().checked_add(retry_wait(1, absurd, hour)).is_some());
     }
 
     #[test]
