@@ -252,3 +252,38 @@ async fn disconnect_revokes_at_google_says_where_spotify_is_revoked_and_removes_
         assert!(!audit.contains(&token) && !stdout.contains(&token), "a token in the output");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_no_browser_it_exits_once_connected_though_nothing_was_pasted() {
+    let sandbox = Sandbox::start(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("sandbox");
+    let (setup, bus) = setup(&sandbox, "");
+    // A terminal where nobody presses Enter: standard input open, and silent.
+    let mut child = setup
+        .command("datapunk")
+        .args(["connect", "spotify", "--datasets", "playlists", "--no-browser"])
+        .env("DBUS_SESSION_BUS_ADDRESS", bus.address())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start datapunk connect");
+    let silent = child.stdin.take().expect("its standard input");
+    let url = authorization_url(&mut child);
+    browse(&url).await;
+
+    let begin = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("poll datapunk connect") {
+            break status;
+        }
+        if begin.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("datapunk connect still runs after connecting, reading standard input");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(status.success());
+    drop(silent);
+    let listed = setup.cli_ok(&["integrations"]);
+    assert!(listed.contains("spotify"), "{listed}");
+}

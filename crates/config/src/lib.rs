@@ -361,6 +361,24 @@ pub fn locate(cli: Option<&Path>, env: &Environment) -> Result<Located, ConfigEr
     Ok(Located { path: dir.join("datapunk").join("config.toml"), explicit: false })
 }
 
+/// The most a configuration file may hold; ours are a few kilobytes.
+const MAX_FILE: u64 = 1024 * 1024;
+
+/// Reads the configuration file at `path`: a regular file (a named pipe would keep a reload
+/// waiting for a writer) of at most [`MAX_FILE`] bytes.
+fn read_file(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read as _};
+    if !fs::metadata(path)?.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "it is not a regular file"));
+    }
+    let mut text = String::new();
+    fs::File::open(path)?.take(MAX_FILE + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_FILE {
+        return Err(Error::new(ErrorKind::InvalidData, "it is larger than 1 MiB"));
+    }
+    Ok(text)
+}
+
 impl Config {
     /// Reads and validates the located file, or returns the defaults when the file is at the
     /// default location and does not exist.
@@ -372,7 +390,7 @@ impl Config {
     /// [`ConfigError::Defaults`] when there is no file and the environment lacks what the
     /// defaults are made of.
     pub fn load(located: &Located, env: &Environment) -> Result<Self, ConfigError> {
-        match fs::read_to_string(&located.path) {
+        match read_file(&located.path) {
             Ok(text) => Self::parse(&text, &located.path, env),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !located.explicit => {
                 let mut config = Self::parse("", &located.path, env).map_err(|e| match e {

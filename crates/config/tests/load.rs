@@ -151,6 +151,32 @@ fn a_missing_explicit_file_is_an_error_but_a_missing_default_means_defaults() {
 }
 
 #[test]
+fn a_named_pipe_or_an_oversized_file_is_refused_without_waiting_or_reading_it_all() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let env = env();
+    let pipe = dir.path().join("pipe.toml");
+    let made = std::process::Command::new("mkfifo").arg(&pipe).status().expect("run mkfifo");
+    assert!(made.success());
+    // Opening the pipe would wait for a writer: the test would hang, not fail, without the
+    // check, so it runs on a thread and is given a while.
+    let (sent, received) = std::sync::mpsc::channel();
+    let located = locate(Some(&pipe), &env).expect("explicit location");
+    let loading = env.clone();
+    std::thread::spawn(move || {
+        let _ = sent.send(Config::load(&located, &loading).map(|_| ()).map_err(|e| e.to_string()));
+    });
+    let answer = received.recv_timeout(std::time::Duration::from_secs(20));
+    let error = answer.expect("a named pipe was opened and waited on").expect_err("refused");
+    assert!(error.contains("pipe.toml") && error.contains("not a regular file"), "{error}");
+
+    let big = dir.path().join("big.toml");
+    fs::write(&big, "#".repeat(2 * 1024 * 1024)).expect("write a big file");
+    let located = locate(Some(&big), &env).expect("explicit location");
+    let error = Config::load(&located, &env).expect_err("too big").to_string();
+    assert!(error.contains("big.toml") && error.contains("larger than 1 MiB"), "{error}");
+}
+
+#[test]
 fn defaults_that_cannot_apply_are_not_blamed_on_a_file_that_does_not_exist() {
     let dir = tempfile::tempdir().expect("temp dir");
     let env = Environment {

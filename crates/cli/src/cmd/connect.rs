@@ -24,7 +24,6 @@ use datapunk_store::audit::{Event, Outcome};
 use datapunk_store::integrations::{self, Integration, State};
 use datapunk_vault::key::{DataKey, KeyPurpose};
 use serde_json::json;
-use tokio::io::AsyncBufReadExt as _;
 
 /// How long the person has to answer at the provider.
 const WAIT: Duration = Duration::from_secs(5 * 60);
@@ -290,15 +289,26 @@ fn open_browser(url: &str) {
 }
 
 /// A redirect address pasted on standard input; waits for ever when there is none.
+///
+/// Standard input is read on a thread of its own, not the runtime's blocking pool: when the
+/// redirect comes through the listener instead, a read that never ends must not keep the
+/// process from exiting.
 async fn pasted_redirect(
     redirect_uri: &url::Url,
 ) -> Result<Redirect, datapunk_oauth::authorize::RedirectError> {
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    loop {
-        match lines.next_line().await {
-            Ok(Some(line)) if line.trim().is_empty() => continue,
-            Ok(Some(line)) => return Redirect::from_pasted_url(&line, redirect_uri),
-            _ => std::future::pending::<()>().await,
+    let (sent, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { break };
+            if sent.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    while let Some(line) = lines.recv().await {
+        if !line.trim().is_empty() {
+            return Redirect::from_pasted_url(&line, redirect_uri);
         }
     }
+    std::future::pending().await
 }
