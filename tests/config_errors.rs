@@ -166,3 +166,35 @@ fn the_daemon_exits_78_on_an_unreadable_client_secret_and_records_no_start() {
         assert!(!audit.contains(&format!("\"{action}\"")), "{action}: {audit}");
     }
 }
+
+#[test]
+fn a_runtime_directory_the_cluster_cannot_use_stops_the_daemon_with_78() {
+    let setup = Setup::managed();
+    let config = std::fs::read_to_string(&setup.config).expect("the configuration");
+    let runtime_dir = setup.runtime_dir().display().to_string();
+    // PostgreSQL reads a comma in its socket directory setting as a list.
+    let comma = format!("{runtime_dir},1");
+    setup.write_config(&config.replace(&runtime_dir, &comma));
+
+    let daemon = setup.spawn_daemon(None, &[]);
+    let (status, _, stderr) = daemon.wait(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(78), "a restart cannot fix the setting: {stderr}");
+    assert!(stderr.contains("daemon.runtime_dir") && stderr.contains("comma"), "{stderr}");
+}
+
+#[test]
+fn output_to_a_closed_pipe_ends_the_command_quietly() {
+    let setup = Setup::external();
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    // Nobody reads: every write fails with EPIPE, as after `| head -1` has exited.
+    drop(reader);
+    let output = setup
+        .command("datapunk")
+        .args(["config", "check"])
+        .stdout(writer)
+        .output()
+        .expect("run datapunk");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

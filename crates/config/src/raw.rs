@@ -184,6 +184,7 @@ pub(crate) fn parse(text: &str, path: &Path, env: &Environment) -> Result<Config
         },
     };
     let database = database(&src, &raw.database, env)?;
+    sockets_fit(&src, &raw.daemon, &daemon, &database)?;
     let vault = vault(&src, &raw.vault)?;
     let sync = sync(&src, &raw.sync)?;
     let mut providers = std::collections::BTreeMap::new();
@@ -241,6 +242,38 @@ fn daemon(src: &Source<'_>, raw: &RawDaemon, env: &Environment) -> Result<Daemon
         None => default_dir(src, env, &env.xdg_state_home, ".local/state", "daemon.state_dir")?,
     };
     Ok(Daemon { runtime_dir, state_dir })
+}
+
+/// The most bytes a Unix socket's path may have (`sun_path` less its closing NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// Checks that the sockets made in the runtime directory have paths short enough to bind:
+/// the control socket, and in managed mode PostgreSQL's (`postgresql/.s.PGSQL.5432`).
+fn sockets_fit(
+    src: &Source<'_>,
+    raw: &RawDaemon,
+    daemon: &Daemon,
+    database: &Database,
+) -> Result<(), ConfigError> {
+    let longest = match database.mode {
+        DatabaseMode::Managed { .. } => "/postgresql/.s.PGSQL.5432",
+        DatabaseMode::External { .. } => "/control.sock",
+    };
+    let dir = daemon.runtime_dir.as_os_str().len();
+    if dir + longest.len() <= MAX_SOCKET_PATH {
+        return Ok(());
+    }
+    let problem = format!(
+        "{} is {dir} bytes long, too long for the path of the socket {} in it \
+         ({MAX_SOCKET_PATH} bytes at most): choose a directory of at most {} bytes",
+        daemon.runtime_dir.display(),
+        longest.trim_start_matches('/'),
+        MAX_SOCKET_PATH - longest.len()
+    );
+    match &raw.runtime_dir {
+        Some(value) => Err(src.at(value, "daemon.runtime_dir", problem)),
+        None => Err(src.error(None, Some("daemon.runtime_dir"), problem)),
+    }
 }
 
 fn default_dir(

@@ -177,6 +177,23 @@ fn a_named_pipe_or_an_oversized_file_is_refused_without_waiting_or_reading_it_al
 }
 
 #[test]
+fn a_runtime_directory_too_long_for_its_sockets_is_refused_where_it_is_set() {
+    let dir = format!("/run/{}", "d".repeat(85));
+    assert_eq!(dir.len(), 90);
+    // Managed: PostgreSQL's socket, `postgresql/.s.PGSQL.5432`, would not fit in 107 bytes.
+    let error = parse(&format!("[daemon]\nruntime_dir = \"{dir}\"\n")).expect_err("too long");
+    let text = error.to_string();
+    assert!(text.contains("config.toml:2:") && text.contains("daemon.runtime_dir"), "{text}");
+    assert!(text.contains("at most 82 bytes"), "{text}");
+    // External: only the control socket lives there, and it fits.
+    let external = format!(
+        "[daemon]\nruntime_dir = \"{dir}\"\n[database]\nmode = \"external\"\n\
+         conninfo = \"host=/run/postgresql user=datapunk_app dbname=datapunk\"\n"
+    );
+    parse(&external).expect("the control socket fits");
+}
+
+#[test]
 fn defaults_that_cannot_apply_are_not_blamed_on_a_file_that_does_not_exist() {
     let dir = tempfile::tempdir().expect("temp dir");
     let env = Environment {

@@ -53,9 +53,10 @@ pub const MANUAL_SECTIONS: &[(&str, &[(&str, &str)])] = &[
             ("77", "Started as root."),
             (
                 "78",
-                "The configuration file is missing (when named) or not valid, or an \
-                 encrypted-table master key or a provider's client secret cannot be read. \
-                 The unit does not restart on 77 or 78.",
+                "The configuration file is missing (when named) or not valid, the defaults \
+                 cannot apply (XDG_RUNTIME_DIR unset), an encrypted-table master key or a \
+                 provider's client secret cannot be read, or the managed cluster cannot use \
+                 the runtime directory. The unit does not restart on 77 or 78.",
             ),
         ],
     ),

@@ -27,7 +27,7 @@ use crate::control::proto::{
     AuditStatus, DatabaseStatus, DatasetStatus, IntegrationStatus, State, Status, VaultStatus,
 };
 use crate::control::server;
-use crate::database::Database;
+use crate::database::{Database, DatabaseError};
 use crate::logging::LevelHandle;
 use crate::{EXIT_CONFIG, notify, process};
 
@@ -300,9 +300,14 @@ async fn serve(
     if !auditor.mirrors_to_journald() {
         tracing::warn!("journald is not reachable: audit events go to the database only");
     }
-    let database = Database::open_for_daemon(&config, &auditor)
-        .await
-        .context("failed to open the database")?;
+    let database = match Database::open_for_daemon(&config, &auditor).await {
+        Ok(database) => database,
+        // A setting the database refuses stays refused until the file changes: exit 78.
+        Err(DatabaseError::Store(error @ datapunk_store::Error::Config { .. })) => {
+            return Err(ConfigProblem(format!("failed to open the database: {error}")).into());
+        }
+        Err(error) => return Err(error).context("failed to open the database"),
+    };
     let server_version = match startup_checks(&database, &auditor).await {
         Ok(version) => version,
         Err(error) => {
