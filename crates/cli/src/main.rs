@@ -96,8 +96,28 @@ impl std::fmt::Display for Exit {
 
 impl std::error::Error for Exit {}
 
+/// `datapunk audit | head`: when the reader of standard output goes away, the command ends
+/// quietly with the status a shell gives a program killed by SIGPIPE, instead of panicking
+/// about a print that failed.
+fn end_quietly_on_a_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(128 + 13);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
     datapunk_daemon::process::restrict_umask();
+    end_quietly_on_a_closed_pipe();
     let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,

@@ -18,8 +18,11 @@ pub enum ClientError {
         /// The socket's path.
         path: PathBuf,
     },
-    /// The daemon closed the connection without answering: it refused us.
-    #[error("datapunkd closed the connection without answering (is it running as another user?)")]
+    /// The daemon closed the connection without answering: it refused us, or it stopped.
+    #[error(
+        "datapunkd closed the connection without answering: it serves only its own user, or it \
+         stopped meanwhile (see journalctl -t datapunkd)"
+    )]
     Refused,
     /// Reading or writing the socket failed.
     #[error("control socket {}: {source}", path.display())]
