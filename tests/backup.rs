@@ -604,6 +604,23 @@ async fn prune_keeps_the_newest_and_the_newest_that_verifies() {
     let rows = backups.events("backup.prune");
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["details"]["deleted"].as_array().map(Vec::len), Some(2));
+
+    // Its reader gone (`| head -1`), prune still deletes and records all it decided to.
+    let newest = backups.create();
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let output = backups
+        .command("datapunk")
+        .args(["backup", "prune", "--keep-last", "1"])
+        .stdout(writer)
+        .output()
+        .expect("run datapunk");
+    assert_eq!(output.status.code(), Some(141), "{}", stderr(&output));
+    assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
+    assert_eq!(Backups::backups_in(&backups.dir()), [newest]);
+    let rows = backups.events("backup.prune");
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(rows[2]["details"]["deleted"].as_array().map(Vec::len), Some(2), "{rows:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

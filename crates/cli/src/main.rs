@@ -96,28 +96,34 @@ impl std::fmt::Display for Exit {
 
 impl std::error::Error for Exit {}
 
-/// `datapunk audit | head`: when the reader of standard output goes away, the command ends
-/// quietly with the status a shell gives a program killed by SIGPIPE, instead of panicking
-/// about a print that failed.
-fn end_quietly_on_a_closed_pipe() {
+/// The status a shell gives a program killed by SIGPIPE.
+const EXIT_CLOSED_PIPE: u8 = 128 + 13;
+
+/// Whether a panic is `println!` finding standard output closed (`datapunk audit | head`).
+fn is_closed_pipe(payload: &(dyn std::any::Any + Send)) -> bool {
+    let message = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or_default();
+    message.starts_with("failed printing to stdout") && message.contains("Broken pipe")
+}
+
+/// When the reader of standard output goes away, the failed print unwinds (so that what is
+/// dropped on the way is cleaned up) without a panic message, and `main` ends with
+/// [`EXIT_CLOSED_PIPE`].
+fn quiet_about_a_closed_pipe() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let payload = info.payload();
-        let message = payload
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| payload.downcast_ref::<&str>().copied())
-            .unwrap_or_default();
-        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
-            std::process::exit(128 + 13);
+        if !is_closed_pipe(info.payload()) {
+            default(info);
         }
-        default(info);
     }));
 }
 
 fn main() -> ExitCode {
     datapunk_daemon::process::restrict_umask();
-    end_quietly_on_a_closed_pipe();
+    quiet_about_a_closed_pipe();
     let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -127,22 +133,33 @@ fn main() -> ExitCode {
         }
     };
     let config = args.config;
-    let result = runtime.block_on(async move {
-        match args.command {
-            Command::Status { json } => cmd::status::run(config.as_deref(), json).await,
-            Command::Config(command) => cmd::config::run(config.as_deref(), command),
-            Command::Db(command) => cmd::db::run(config.as_deref(), command).await,
-            Command::Audit(audit) => cmd::audit::run(config.as_deref(), audit).await,
-            Command::Keys(command) => cmd::keys::run(config.as_deref(), command).await,
-            Command::Backup(command) => cmd::backup::run(config.as_deref(), command).await,
-            Command::Integrations { json } => cmd::integrations::run(config.as_deref(), json).await,
-            Command::Check(args) => cmd::check::run(config.as_deref(), args).await,
-            Command::Sync(args) => cmd::sync::run(config.as_deref(), args).await,
-            Command::Disconnect(args) => cmd::disconnect::run(config.as_deref(), args).await,
-            Command::Connect(connect) => cmd::connect::run(config.as_deref(), connect).await,
-            Command::Generate(command) => generate::run(command),
-        }
+    let run = std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(async move {
+            match args.command {
+                Command::Status { json } => cmd::status::run(config.as_deref(), json).await,
+                Command::Config(command) => cmd::config::run(config.as_deref(), command),
+                Command::Db(command) => cmd::db::run(config.as_deref(), command).await,
+                Command::Audit(audit) => cmd::audit::run(config.as_deref(), audit).await,
+                Command::Keys(command) => cmd::keys::run(config.as_deref(), command).await,
+                Command::Backup(command) => cmd::backup::run(config.as_deref(), command).await,
+                Command::Integrations { json } => {
+                    cmd::integrations::run(config.as_deref(), json).await
+                }
+                Command::Check(args) => cmd::check::run(config.as_deref(), args).await,
+                Command::Sync(args) => cmd::sync::run(config.as_deref(), args).await,
+                Command::Disconnect(args) => cmd::disconnect::run(config.as_deref(), args).await,
+                Command::Connect(connect) => cmd::connect::run(config.as_deref(), connect).await,
+                Command::Generate(command) => generate::run(command),
+            }
+        })
     });
+    let result = match std::panic::catch_unwind(run) {
+        Ok(result) => result,
+        Err(payload) if is_closed_pipe(payload.as_ref()) => {
+            return ExitCode::from(EXIT_CLOSED_PIPE);
+        }
+        Err(payload) => std::panic::resume_unwind(payload),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => match error.downcast_ref::<Exit>() {

@@ -55,8 +55,9 @@ pub const MANUAL_SECTIONS: &[(&str, &[(&str, &str)])] = &[
                 "78",
                 "The configuration file is missing (when named) or not valid, the defaults \
                  cannot apply (XDG_RUNTIME_DIR unset), an encrypted-table master key or a \
-                 provider's client secret cannot be read, or the managed cluster cannot use \
-                 the runtime directory. The unit does not restart on 77 or 78.",
+                 provider's client secret cannot be read, or a database setting cannot work \
+                 (a runtime directory the managed cluster cannot use, an unreadable TLS CA \
+                 file). The unit does not restart on 77 or 78.",
             ),
         ],
     ),

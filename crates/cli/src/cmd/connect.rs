@@ -231,9 +231,6 @@ async fn connect(
         integrations::record_connected(&mut client, &integration).await?;
         removed
     };
-    if removed > 0 {
-        println!("removed {removed} records kept from the account {name} was connected to before");
-    }
 
     let granted: Vec<&str> = coverage.iter().filter(|c| c.granted).map(|c| c.dataset).collect();
     let missing: Vec<&str> = coverage.iter().filter(|c| !c.granted).map(|c| c.dataset).collect();
@@ -252,6 +249,9 @@ async fn connect(
         context.record(&event, "grant narrowed").await?;
     }
 
+    if removed > 0 {
+        println!("removed {removed} records kept from the account {name} was connected to before");
+    }
     let who = account.display_name.as_deref().unwrap_or(&account.id);
     println!("connected {name} ({provider}, {who}): {}", granted.join(", "));
     if !missing.is_empty() {

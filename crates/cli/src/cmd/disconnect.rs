@@ -75,6 +75,9 @@ async fn disconnect(
         .transpose()?;
     let revoke_url = client.as_ref().and_then(|c| c.endpoints.revoke.clone());
     let refresh = token.as_ref().and_then(|t| t.refresh_token.as_ref());
+    // Said once the disconnection is complete and recorded: a reader that goes away must not
+    // leave it half done.
+    let mut said = Vec::new();
     match (&revoke_url, refresh, &client) {
         (Some(url), Some(refresh), Some(client)) => {
             let revoked = TokenClient::new()?.revoke(url, &client.credentials, refresh).await;
@@ -87,7 +90,7 @@ async fn disconnect(
             revoke_event.integration = Some(name.to_owned());
             context.record(&revoke_event, "grant revoked at the provider").await?;
             match revoked {
-                Ok(()) => println!("revoked Datapunk's access at {provider}"),
+                Ok(()) => said.push(format!("revoked Datapunk's access at {provider}")),
                 Err(error) => eprintln!(
                     "warning: {provider} did not confirm the revocation ({error}); remove \
                      Datapunk's access at {}",
@@ -95,10 +98,10 @@ async fn disconnect(
                 ),
             }
         }
-        _ => println!(
+        _ => said.push(format!(
             "{provider} offers no way for an app to give up its access; remove Datapunk at {}",
             provider.manage_access_url()
-        ),
+        )),
     }
 
     context.vault.delete_token(name).await.context("cannot delete the tokens")?;
@@ -123,6 +126,9 @@ async fn disconnect(
     let mut done = event("cli", "integration.disconnected", Outcome::Success, details);
     done.integration = Some(name.to_owned());
     context.record(&done, "integration disconnected").await?;
+    for line in said {
+        println!("{line}");
+    }
     println!("disconnected {name}{}", if args.keep_data { "; its data is kept" } else { "" });
     Ok(())
 }

@@ -240,14 +240,16 @@ async fn restore(context: &super::Context, file: &Path, yes: bool) -> anyhow::Re
     let file_name = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
     let file_name = file_name.display().to_string();
     let mut differing = Vec::new();
+    // Said once every key is in place: a reader that goes away must not stop the restore.
+    let mut said = Vec::new();
     for key in keys {
         let KeyPurpose::Integration(name) = key.purpose().clone() else { continue };
         match context.vault.data_key(&name).await? {
             Some(held) if held.expose_secret() == key.expose_secret() => {
-                println!("{name}: the vault holds this key already");
+                said.push(format!("{name}: the vault holds this key already"));
             }
             Some(_) => {
-                println!("{name}: the vault holds a different key; kept it");
+                said.push(format!("{name}: the vault holds a different key; kept it"));
                 differing.push(name);
             }
             None => {
@@ -260,9 +262,12 @@ async fn restore(context: &super::Context, file: &Path, yes: bool) -> anyhow::Re
                     .record(&key_event("key.restored", Some(&name), details), "data key restored")
                     .await
                     .context("the key was restored but could not be recorded")?;
-                println!("{name}: restored");
+                said.push(format!("{name}: restored"));
             }
         }
+    }
+    for line in said {
+        println!("{line}");
     }
     if !differing.is_empty() {
         anyhow::bail!(

@@ -494,9 +494,9 @@ pub(crate) async fn run(shared: Arc<Shared>, syncer: Arc<Syncer>, mut stop: watc
         if worked {
             shared.publish_status().await;
         }
-        // Only what this pass could run says when to look again: the entry of an integration
-        // that does not run now (paused, or the vault locked) keeps its backoff, but its due
-        // time, past or not, must not wake the loop.
+        // Only what this pass could run says when to look again: while the vault is locked
+        // the entries keep their backoff, but their due times, past or not, must not wake the
+        // loop. The vault's return wakes it instead.
         let next = visited.iter().filter_map(|key| schedule.get(key)).map(|s| s.due).min();
         let wait = next
             .map_or(LOOK_AGAIN, |due| due.saturating_duration_since(Instant::now()))

@@ -340,13 +340,16 @@ fn read_content(
         return Ok(None);
     }
     // gpg found the secret key (it says which it considered, and not that one is missing)
-    // yet could not use it: its passphrase was not given. The file already matched its
-    // manifest, so this is not damage.
+    // yet never got the session key out of it (no DECRYPTION_KEY, nothing decrypted): its
+    // passphrase was not given. A file damaged after that point says more, and fails below.
+    let no_session_key = ["DECRYPTION_KEY", "DECRYPTION_INFO", "PLAINTEXT", "BADMDC"]
+        .iter()
+        .all(|keyword| !has(keyword));
     if passphrase.is_none()
         && has("KEY_CONSIDERED")
         && has("DECRYPTION_FAILED")
         && !has("DECRYPTION_OKAY")
-        && !has("BADMDC")
+        && no_session_key
     {
         return Ok(Some(Content::Locked));
     }

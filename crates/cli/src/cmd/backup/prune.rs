@@ -72,13 +72,16 @@ pub(super) async fn run(
         );
     };
 
+    // What is said is printed once the run is recorded: a reader that goes away (`| head`)
+    // must not leave deletions unrecorded.
+    let mut said = Vec::new();
     let mut deleted = Vec::new();
     let mut failed = None;
     for (entry, keep) in &plan {
         let name = entry.path.display();
         match keep {
-            Some(reason) => println!("keep    {name} ({})", reason.as_str()),
-            None if dry_run => println!("would delete {name}"),
+            Some(reason) => said.push(format!("keep    {name} ({})", reason.as_str())),
+            None if dry_run => said.push(format!("would delete {name}")),
             None => {
                 let removed = std::fs::remove_file(&entry.path)
                     .with_context(|| format!("cannot delete {name}"))
@@ -89,7 +92,7 @@ pub(super) async fn run(
                     });
                 match removed {
                     Ok(()) => {
-                        println!("deleted {name}");
+                        said.push(format!("deleted {name}"));
                         deleted.push(entry.path.display().to_string());
                     }
                     Err(error) => {
@@ -119,6 +122,9 @@ pub(super) async fn run(
         trail.record("backup.prune", outcome, details).await;
     }
     trail.close().await;
+    for line in said {
+        println!("{line}");
+    }
     match failed {
         Some(error) => Err(error),
         None => Ok(()),

@@ -143,14 +143,19 @@ pub(super) async fn run(
     let database = trail.database.as_ref();
     let restored = result.context("restore failed")?;
 
+    let keys = report_keys(config, database, &admin_conninfo, &dbname).await;
+    // Printed once the trail is closed (and a cluster it started stopped): a reader that goes
+    // away (`| head`) ends the command at the first line it misses.
+    trail.close().await;
     println!("restored {} into database {}", file.display(), restored.database);
     println!("{:<40}  {:>10}  {:>10}", "TABLE", "MANIFEST", "RESTORED");
     for (table, want, got) in &restored.counts {
         let mark = if want == got { "" } else { "  differs" };
         println!("{table:<40}  {want:>10}  {got:>10}{mark}");
     }
-    report_keys(config, database, &admin_conninfo, &dbname).await;
-    trail.close().await;
+    for line in keys {
+        println!("{line}");
+    }
     if !matched {
         anyhow::bail!("the restored row counts differ from the manifest's");
     }
@@ -370,8 +375,13 @@ fn set_anchor_aside(config: &Config) -> anyhow::Result<()> {
 }
 
 /// Names the integrations whose data keys the restored fields need, and whether the secret
-/// store holds them.
-async fn report_keys(config: &Config, database: Option<&Database>, admin: &str, dbname: &str) {
+/// store holds them, in lines to print.
+async fn report_keys(
+    config: &Config,
+    database: Option<&Database>,
+    admin: &str,
+    dbname: &str,
+) -> Vec<String> {
     let names = async {
         let mut options = ConnectOptions::new(admin);
         options.dbname = Some(dbname.to_owned());
@@ -381,37 +391,38 @@ async fn report_keys(config: &Config, database: Option<&Database>, admin: &str, 
     }
     .await;
     let names = match names {
-        Ok(names) if names.is_empty() => return,
+        Ok(names) if names.is_empty() => return Vec::new(),
         Ok(names) => names,
         Err(error) => {
             eprintln!("warning: cannot list the restored integrations: {error:#}");
-            return;
+            return Vec::new();
         }
     };
-    println!(
+    let mut lines = vec![format!(
         "the sealed fields need the data keys of: {} (keys are never in a backup)",
         names.join(", ")
-    );
+    )];
     let vault = match database.map(|db| datapunk_daemon::vault::open(config, db)) {
         Some(Ok(vault)) => vault,
         Some(Err(error)) => {
-            println!("cannot open the secret store to check them: {error:#}");
-            return;
+            lines.push(format!("cannot open the secret store to check them: {error:#}"));
+            return lines;
         }
         None => {
-            println!("cannot open the configured database to check the secret store");
-            return;
+            lines.push("cannot open the configured database to check the secret store".into());
+            return lines;
         }
     };
     for name in &names {
-        match vault.data_key(name).await {
-            Ok(Some(_)) => println!("  {name}: the {} vault holds its key", vault.kind()),
-            Ok(None) => println!(
+        lines.push(match vault.data_key(name).await {
+            Ok(Some(_)) => format!("  {name}: the {} vault holds its key", vault.kind()),
+            Ok(None) => format!(
                 "  {name}: MISSING from the {} vault; restore it with `datapunk keys restore \
                  FILE` from a key backup, or its encrypted fields stay unreadable",
                 vault.kind()
             ),
-            Err(error) => println!("  {name}: cannot read the vault: {error}"),
-        }
+            Err(error) => format!("  {name}: cannot read the vault: {error}"),
+        });
     }
+    lines
 }
