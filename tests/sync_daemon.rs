@@ -525,7 +525,7 @@ async fn an_integration_disconnected_and_connected_again_syncs_at_once_not_an_in
         .expect("run datapunk disconnect");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     // Long enough for the schedule to look at the integrations while it is disconnected.
-    tokio::time::sleep(Duration::from_secs(11)).await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
     connected(&setup, &bus, "spotify", "playlists").await;
     // Picked up like any new integration, not an hour after the sync before the disconnect.
     let connected_at = Instant::now();
