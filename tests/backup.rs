@@ -280,6 +280,13 @@ async fn a_backup_made_with_a_passphrase_verifies_with_it_and_not_with_another()
     backups.configure(&format!("recipients = [\"{}\"]\n", backups.fingerprint));
     let unchecked = backups.ok(&["backup", "verify", &made.to_string_lossy()]);
     assert!(unchecked.contains("no backup.passphrase_file for it here"), "{unchecked}");
+
+    // A passphrase others may read opens every backup made with it: refused.
+    backups.configure(&format!("passphrase_file = \"{}\"\n", passphrase.display()));
+    fs::set_permissions(&passphrase, fs::Permissions::from_mode(0o644)).expect("chmod");
+    let output = backups.datapunk(&["backup", "create"]);
+    assert!(!output.status.success(), "a backup with a readable passphrase file");
+    assert!(stderr(&output).contains("chmod 600"), "{}", stderr(&output));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -326,6 +333,29 @@ async fn a_secret_key_under_a_passphrase_leaves_the_content_unchecked_not_failed
     flip_a_byte(&file);
     let output = backups.datapunk(&["backup", "verify", &file.to_string_lossy()]);
     assert!(!output.status.success(), "a damaged backup verified");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_a_killed_create_was_writing_is_removed_by_the_next_one() {
+    let backups = Backups::new();
+    backups.create();
+    let dir = backups.dir();
+    // A killed create's file is not locked any more; a new one is left alone.
+    let stale = dir.join(".datapunk-killed.partial");
+    let fresh = dir.join(".datapunk-starting.partial");
+    let made = backups
+        .setup
+        .command("sh")
+        .arg("-c")
+        .arg("echo half > \"$0\" && touch -d '2 minutes ago' \"$0\" && echo new > \"$1\"")
+        .arg(&stale)
+        .arg(&fresh)
+        .status();
+    assert!(made.expect("make the partial files").success());
+
+    backups.create();
+    assert!(!stale.exists(), "the killed create's file is still there");
+    assert!(fresh.exists(), "a file too new to be stale was removed");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -643,6 +673,83 @@ async fn restore_refuses_a_database_that_is_not_empty_without_yes() {
     let rows = backups.events("backup.restore");
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["outcome"], "failure");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restore_checks_the_backup_before_it_touches_the_target_and_keeps_the_vault_table() {
+    let backups = Backups::new();
+    let file = backups.create();
+    let path = file.to_string_lossy().into_owned();
+    let admin_url = datapunk_testkit::cluster().conninfo("postgres", "postgres");
+    let restore = ["backup", "restore", path.as_str(), "--admin-url", admin_url.as_str(), "--yes"];
+    let admin = backups.setup.admin().await;
+    // The encrypted-table store's records: never in a dump, and the only copy of its keys.
+    admin
+        .batch_execute(
+            "INSERT INTO datapunk.vault_records (kind, integration, sealed)
+             VALUES ('data-key', 'google', '\\x0123')",
+        )
+        .await
+        .expect("a vault record");
+    let count = |sql: &'static str| {
+        let admin = &admin;
+        async move { admin.query_one(sql, &[]).await.expect("count").get::<_, i64>(0) }
+    };
+    let audit_before = count("SELECT count(*) FROM datapunk.audit").await;
+
+    // A session on the target, as a running daemon keeps: refused, nothing changed.
+    let output = backups.datapunk(&restore);
+    assert!(!output.status.success(), "restored under another session");
+    assert!(stderr(&output).contains("other session"), "{}", stderr(&output));
+    drop(admin);
+
+    // Elsewhere, without the secret key, the backup cannot be decrypted: refused before
+    // anything changed.
+    let keyless = backups.setup.path().join("keyless");
+    let made = backups.setup.command("mkdir").args(["-m", "700"]).arg(&keyless).status();
+    assert!(made.expect("mkdir").success());
+    let output = backups
+        .setup
+        .command("datapunk")
+        .args(restore)
+        .env("GNUPGHOME", &keyless)
+        .output()
+        .expect("run datapunk");
+    assert!(!output.status.success(), "restored what cannot be decrypted");
+    assert!(stderr(&output).contains("cannot decrypt"), "{}", stderr(&output));
+    let admin = backups.setup.admin().await;
+    let audit_after: i64 =
+        admin.query_one("SELECT count(*) FROM datapunk.audit", &[]).await.expect("count").get(0);
+    assert!(audit_after >= audit_before, "the database was emptied before decrypting");
+    drop(admin);
+
+    // A restore killed mid-way leaves its private directory; the next one removes it.
+    let left = backups.setup.state_dir().join(".datapunk-restore-killed");
+    let made = backups
+        .setup
+        .command("sh")
+        .arg("-c")
+        .arg("mkdir -m 700 \"$0\" && echo 'PGDMP in clear' > \"$0/dump\" && : > \"$0/lock\"")
+        .arg(&left)
+        .status();
+    assert!(made.expect("make a left-over directory").success());
+
+    let output = backups.datapunk(&restore);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(!left.exists(), "the killed restore's directory is still there");
+    let admin = backups.setup.admin().await;
+    let kept: i64 = admin
+        .query_one("SELECT count(*) FROM datapunk.vault_records WHERE integration = 'google'", &[])
+        .await
+        .expect("count the vault records")
+        .get(0);
+    assert_eq!(kept, 1, "the vault table's rows were lost");
+    let side: Option<String> = admin
+        .query_one("SELECT to_regnamespace('datapunk_restore_keep')::text", &[])
+        .await
+        .expect("look for the side schema")
+        .get(0);
+    assert_eq!(side, None, "the side schema was left behind");
 }
 
 #[tokio::test(flavor = "multi_thread")]

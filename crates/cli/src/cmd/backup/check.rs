@@ -79,6 +79,9 @@ pub(super) async fn verify(
         }
     };
     let gpg = super::gpg_options(config);
+    if let Some(passphrase) = &config.backup.passphrase_file {
+        super::private_passphrase(passphrase)?;
+    }
     let result = verify_file(&gpg, config.backup.passphrase_file.as_deref(), &file).await;
 
     let (trail, _) = Trail::open(config).await?;
@@ -103,8 +106,9 @@ pub(super) async fn verify(
             report.tables
         ),
         false if report.locked => println!(
-            "{}: not decrypted (its secret key is here, but locked: run verify on a terminal \
-             to be asked for the passphrase); the content was not checked",
+            "{}: not decrypted (its secret key is here, but locked, and its passphrase was not \
+             given: gpg-agent asks for it when verify runs on a terminal); the content was not \
+             checked",
             file.display()
         ),
         false => println!(

@@ -54,7 +54,10 @@ impl Encryption {
                  of an OpenPGP key (`gpg --list-keys --with-colons` prints it after `fpr`), \
                  or `backup.passphrase_file`"
             ),
-            ([], Some(file)) => Ok(Self::Passphrase(file.clone())),
+            ([], Some(file)) => {
+                super::private_passphrase(file)?;
+                Ok(Self::Passphrase(file.clone()))
+            }
             (recipients, _) => Ok(Self::Recipients(recipients.to_vec())),
         }
     }
@@ -227,6 +230,45 @@ fn remove_stale_password_files(dir: &Path) {
     }
 }
 
+const PARTIAL_PREFIX: &str = ".datapunk-";
+const PARTIAL_SUFFIX: &str = ".partial";
+
+/// A temporary file in `dir`, locked for as long as it is open: what a `create` writes before
+/// it is complete.
+fn locked_partial(dir: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
+    let partial = tempfile::Builder::new()
+        .prefix(PARTIAL_PREFIX)
+        .suffix(PARTIAL_SUFFIX)
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    partial.as_file().lock().with_context(|| format!("cannot lock a file in {}", dir.display()))?;
+    Ok(partial)
+}
+
+/// Removes what a `create` that was killed was writing in `dir`: temporary files that no
+/// process holds locked, older than a minute (a newer one may not be locked yet).
+fn remove_stale_partials(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with(PARTIAL_PREFIX) && name.ends_with(PARTIAL_SUFFIX)) {
+            continue;
+        }
+        let age = entry.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+        if age.is_none_or(|age| age <= std::time::Duration::from_secs(60)) {
+            continue;
+        }
+        let unheld = fs::File::open(entry.path()).is_ok_and(|file| file.try_lock().is_ok());
+        if unheld && fs::remove_file(entry.path()).is_ok() {
+            eprintln!(
+                "note: removed {}, left by a backup that did not finish",
+                entry.path().display()
+            );
+        }
+    }
+}
+
 async fn create(config: &Config, dir: &Path, encryption: &Encryption) -> Result<Made, StepError> {
     files::prepare_dir(dir).map_err(|e| StepError::new("preparing the destination", e))?;
     let gpg = super::gpg_options(config);
@@ -268,12 +310,9 @@ async fn create(config: &Config, dir: &Path, encryption: &Encryption) -> Result<
     let created_at = OffsetDateTime::now_utc();
     let name = files::file_name(created_at).map_err(|e| StepError::new("naming the file", e))?;
     let final_path = dir.join(&name);
-    let partial = tempfile::Builder::new()
-        .prefix(".datapunk-")
-        .suffix(".partial")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a file in {}", dir.display()))
-        .map_err(|e| StepError::new("creating the temporary file", e))?;
+    remove_stale_partials(dir);
+    let partial =
+        locked_partial(dir).map_err(|e| StepError::new("creating the temporary file", e))?;
 
     // The password, if the server asks for one, reaches pg_dump in a password file of its
     // own that lives as long as the dump: never in its arguments or its environment.
@@ -551,11 +590,7 @@ fn write_manifest_partial(
     dir: &Path,
     manifest: &Manifest,
 ) -> anyhow::Result<tempfile::NamedTempFile> {
-    let mut partial = tempfile::Builder::new()
-        .prefix(".datapunk-")
-        .suffix(".partial")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    let mut partial = locked_partial(dir)?;
     let mut text = serde_json::to_vec_pretty(manifest).context("cannot encode the manifest")?;
     text.push(b'\n');
     partial.write_all(&text).context("cannot write the manifest")?;

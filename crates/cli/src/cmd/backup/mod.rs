@@ -142,6 +142,23 @@ fn gpg_options(config: &Config) -> GpgOptions {
     GpgOptions { gnupg_home: config.backup.gnupg_home.clone(), ..GpgOptions::default() }
 }
 
+/// Refuses `backup.passphrase_file` when other users may read it: whoever reads it opens
+/// every backup made with it.
+fn private_passphrase(file: &Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let metadata = std::fs::metadata(file)
+        .with_context(|| format!("cannot read backup.passphrase_file {}", file.display()))?;
+    if metadata.permissions().mode() & 0o077 != 0 {
+        anyhow::bail!(
+            "backup.passphrase_file {} can be read or written by other users; run `chmod 600` \
+             on it",
+            file.display()
+        );
+    }
+    Ok(())
+}
+
 /// gpg's pinentry arguments for decrypting a backup: with a passphrase file (a backup made
 /// with `backup.passphrase_file`) its path, never the passphrase, read without asking; else
 /// the pinentry `mode` (`error` where no one may be asked, `default`).

@@ -1,8 +1,11 @@
 //! `datapunk backup restore`: a backup back into an empty database, checked against its
 //! manifest.
 //!
-//! The target is set up as `datapunk db init` would (roles, database, schema at this build's
-//! version), and the dump's rows are loaded into it in one transaction. A backup therefore
+//! The backup is decrypted and read first; only a backup that decrypts intact and holds the
+//! manifest's tables may replace anything, and never a database other sessions use. The
+//! target is then set up as `datapunk db init` would (roles, database, schema at this build's
+//! version), and the dump's rows are loaded into it in one transaction. The vault table's rows
+//! (the `encrypted-table` store) wait in a schema of their own meanwhile and come back. A backup therefore
 //! restores with the Datapunk version whose schema it has; the manifest says which. The rows
 //! of the vault table are never in a dump, and the data keys never: the restore names the
 //! integrations whose keys the sealed fields need and says whether the secret store has them.
@@ -140,8 +143,15 @@ pub(super) async fn run(
     let matched = result.as_ref().is_ok_and(|r| r.counts.iter().all(|(_, w, g)| w == g));
     let outcome = if matched { Outcome::Success } else { Outcome::Failure };
     trail.record("backup.restore", outcome, details).await;
+    let restored = match result {
+        Ok(restored) => restored,
+        Err(error) => {
+            // Closed first: a cluster the trail started for its row is stopped again.
+            trail.close().await;
+            return Err(error.context("restore failed"));
+        }
+    };
     let database = trail.database.as_ref();
-    let restored = result.context("restore failed")?;
 
     let keys = report_keys(config, database, &admin_conninfo, &dbname).await;
     // Printed once the trail is closed (and a cluster it started stopped): a reader that goes
@@ -207,32 +217,76 @@ async fn restore(
     yes: bool,
 ) -> anyhow::Result<Restored> {
     let target = with_param(admin_conninfo, "dbname", dbname);
+
+    // Everything that can be checked is checked before the target is touched: the backup
+    // decrypts intact, pg_restore reads it, and its tables are the manifest's. The plaintext
+    // dump lives only in a private directory for the time of the restore.
+    datapunk_daemon::process::private_dir(&config.daemon.state_dir)
+        .with_context(|| format!("cannot prepare {}", config.daemon.state_dir.display()))?;
+    remove_stale_scratch(&config.daemon.state_dir);
+    let scratch = tempfile::Builder::new()
+        .prefix(SCRATCH_PREFIX)
+        .tempdir_in(&config.daemon.state_dir)
+        .context("cannot create a private directory for the decrypted dump")?;
+    // Held until the restore ends: a later restore removes the directory only when it is not.
+    let lock = std::fs::File::create(scratch.path().join("lock"))
+        .and_then(|lock| lock.lock().map(|()| lock))
+        .context("cannot lock the restore's private directory")?;
+    let dump = scratch.path().join("dump");
+    let passphrase = config.backup.passphrase_file.as_deref();
+    if let Some(passphrase) = passphrase {
+        super::private_passphrase(passphrase)?;
+    }
+    decrypt(&super::gpg_options(config), passphrase, file, &dump)?;
+    let list = scratch.path().join("list");
+    let tables = write_list(config, &dump, &list)?;
+    let expected: std::collections::BTreeSet<&str> =
+        manifest.tables.keys().map(String::as_str).collect();
+    let found: std::collections::BTreeSet<&str> = tables.iter().map(String::as_str).collect();
+    if expected != found {
+        anyhow::bail!(
+            "the dump's tables differ from the manifest's; nothing was changed (run `datapunk \
+             backup verify` on it)"
+        );
+    }
+
     if holds_tables(admin_conninfo, dbname).await? {
         eprintln!(
             "database {dbname} is not empty: restoring replaces everything in its datapunk \
-             schema with the backup of {}",
+             schema with the backup of {}, except the vault table (the encrypted-table \
+             store's keys and tokens), which is kept",
             manifest.created_at
         );
+        // A daemon (this configuration's or another's) keeps sessions open on its database:
+        // replacing the tables under it would lose what it writes next.
+        let others = other_sessions(admin_conninfo, dbname).await?;
+        if others > 0 {
+            anyhow::bail!(
+                "database {dbname} has {others} other session(s) open, such as a running \
+                 datapunkd's; stop whatever uses it first; nothing was changed"
+            );
+        }
         crate::cmd::keys::confirm(yes, "replace", &format!("replace database {dbname}"))?;
         let client = ConnectOptions::new(target.clone()).connect_once().await?;
+        // The vault table is never in a dump: its rows wait in a schema of their own (kept
+        // there if a restore before this one was cut short) and come back after the load.
         client
-            .batch_execute("DROP SCHEMA datapunk CASCADE")
+            .batch_execute(&format!(
+                "BEGIN;
+                 CREATE SCHEMA IF NOT EXISTS {KEEP_SCHEMA};
+                 REVOKE ALL ON SCHEMA {KEEP_SCHEMA} FROM PUBLIC;
+                 DO $$ BEGIN
+                   IF to_regclass('{KEEP_SCHEMA}.vault_records') IS NULL
+                      AND to_regclass('datapunk.vault_records') IS NOT NULL THEN
+                     ALTER TABLE datapunk.vault_records SET SCHEMA {KEEP_SCHEMA};
+                   END IF;
+                 END $$;
+                 DROP SCHEMA datapunk CASCADE;
+                 COMMIT;"
+            ))
             .await
             .with_context(|| format!("cannot empty database {dbname}"))?;
     }
-
-    // The plaintext dump lives only in a private directory for the time of the restore.
-    datapunk_daemon::process::private_dir(&config.daemon.state_dir)
-        .with_context(|| format!("cannot prepare {}", config.daemon.state_dir.display()))?;
-    let scratch = tempfile::Builder::new()
-        .prefix(".datapunk-restore-")
-        .tempdir_in(&config.daemon.state_dir)
-        .context("cannot create a private directory for the decrypted dump")?;
-    let dump = scratch.path().join("dump");
-    let passphrase = config.backup.passphrase_file.as_deref();
-    decrypt(&super::gpg_options(config), passphrase, file, &dump)?;
-    let list = scratch.path().join("list");
-    write_list(config, &dump, &list)?;
 
     admin::init(admin_conninfo, dbname)
         .await
@@ -254,8 +308,23 @@ async fn restore(
             .context("the rows could not be loaded; the transaction was rolled back");
     }
     drop(scratch);
+    drop(lock);
 
     let client = ConnectOptions::new(target).connect_once().await?;
+    client
+        .batch_execute(&format!(
+            "DO $$ BEGIN
+               IF to_regclass('{KEEP_SCHEMA}.vault_records') IS NOT NULL THEN
+                 INSERT INTO datapunk.vault_records (kind, integration, sealed, updated_at)
+                   SELECT kind, integration, sealed, updated_at
+                     FROM {KEEP_SCHEMA}.vault_records
+                   ON CONFLICT DO NOTHING;
+               END IF;
+             END $$;
+             DROP SCHEMA IF EXISTS {KEEP_SCHEMA} CASCADE;"
+        ))
+        .await
+        .context("cannot bring the vault table's rows back")?;
     let mut counts = Vec::new();
     for (table, want) in &manifest.tables {
         let (schema, name) = table.split_once('.').unwrap_or(("datapunk", table));
@@ -268,6 +337,20 @@ async fn restore(
         counts.push((table.clone(), *want, got));
     }
     Ok(Restored { database: dbname.to_owned(), counts })
+}
+
+/// How many sessions other than this command's are connected to `dbname`.
+async fn other_sessions(admin_conninfo: &str, dbname: &str) -> anyhow::Result<i64> {
+    let mut maintenance = ConnectOptions::new(admin_conninfo);
+    maintenance.dbname = Some("postgres".to_owned());
+    let client = maintenance.connect_once().await?;
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            &[&dbname],
+        )
+        .await?;
+    Ok(row.get(0))
 }
 
 /// Whether `dbname` exists and its `datapunk` schema holds a table.
@@ -331,9 +414,39 @@ fn decrypt(
     Ok(())
 }
 
-/// Writes the restore list: the dump's entries without the migration history, which the
-/// set-up writes itself.
-fn write_list(config: &Config, dump: &Path, list: &Path) -> anyhow::Result<()> {
+/// Where the vault table's rows wait while the `datapunk` schema is replaced.
+const KEEP_SCHEMA: &str = "datapunk_restore_keep";
+
+/// The name of a restore's private directory in the state directory.
+const SCRATCH_PREFIX: &str = ".datapunk-restore-";
+
+/// Removes the private directories of restores that were killed (the decrypted dump in clear):
+/// those whose lock no process holds. One without a lock file yet is left alone for a minute,
+/// in case another restore has only just made it.
+fn remove_stale_scratch(state_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(state_dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with(SCRATCH_PREFIX) {
+            continue;
+        }
+        let dir = entry.path();
+        let held = match std::fs::File::open(dir.join("lock")) {
+            Ok(lock) => lock.try_lock().is_err(),
+            Err(_) => entry
+                .metadata()
+                .and_then(|metadata| metadata.modified())
+                .is_ok_and(|made| made.elapsed().unwrap_or_default().as_secs() < 60),
+        };
+        if !held && std::fs::remove_dir_all(&dir).is_ok() {
+            eprintln!("note: removed {}, left by a restore that did not finish", dir.display());
+        }
+    }
+}
+
+/// Writes the `--use-list` of the dump's entries (the migration history aside, which the
+/// restore writes anew) to `list`, and returns the tables whose data the dump holds.
+fn write_list(config: &Config, dump: &Path, list: &Path) -> anyhow::Result<Vec<String>> {
     let output = Command::new(super::pg_program(config, "pg_restore"))
         .env_clear()
         .envs(std::env::vars_os().filter(|(name, _)| name == "PATH"))
@@ -352,7 +465,8 @@ fn write_list(config: &Config, dump: &Path, list: &Path) -> anyhow::Result<()> {
         .lines()
         .filter(|line| !line.contains(" TABLE DATA datapunk schema_migrations "))
         .collect();
-    std::fs::write(list, kept.join("\n") + "\n").context("cannot write the restore list")
+    std::fs::write(list, kept.join("\n") + "\n").context("cannot write the restore list")?;
+    Ok(super::check::tables_in(&listing))
 }
 
 /// The restored chain ends where the backup did, before the anchor file's head: the anchor is
