@@ -614,6 +614,8 @@ async fn a_full_disk_fails_the_backup_and_leaves_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn prune_keeps_the_newest_and_the_newest_that_verifies() {
     let backups = Backups::new();
+    let empty = backups.ok(&["backup", "prune", "--keep-last", "2"]);
+    assert!(empty.contains("there is no backup in"), "{empty}");
     let made: Vec<PathBuf> = (0..5).map(|_| backups.create()).collect();
     // The two newest are damaged.
     flip_a_byte(&made[4]);

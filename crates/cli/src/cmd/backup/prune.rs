@@ -53,6 +53,11 @@ pub(super) async fn run(
 ) -> anyhow::Result<()> {
     let dir = super::backup_dir(config, dir);
     let entries = files::list(&dir)?;
+    if entries.is_empty() {
+        // Nothing to keep and nothing to delete: not a failure, and nothing to record.
+        println!("there is no backup in {}", dir.display());
+        return Ok(());
+    }
     let gpg = super::gpg_options(config);
     let verifies = |entry: &Entry| {
         files::check_against_manifest(&entry.path)
