@@ -336,6 +336,64 @@ async fn a_secret_key_under_a_passphrase_leaves_the_content_unchecked_not_failed
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_dump_cut_short_inside_a_sound_encryption_is_refused_before_anything_changes() {
+    use sha2::Digest as _;
+    let backups = Backups::new();
+    let file = backups.create();
+    let admin_url = datapunk_testkit::cluster().conninfo("postgres", "postgres");
+    // What a forger, or a dump cut short when it was made, gives: the archive's table of
+    // contents and part of its data, encrypted to the right key, with a manifest to match.
+    let plain = backups.setup.path().join("plain.dump");
+    let decrypted = backups.gpg(&[
+        "--batch",
+        "--yes",
+        "--output",
+        &plain.to_string_lossy(),
+        "--decrypt",
+        &file.to_string_lossy(),
+    ]);
+    assert!(decrypted.status.success(), "{}", stderr(&decrypted));
+    let whole = fs::read(&plain).expect("the dump");
+    fs::write(&plain, &whole[..whole.len() * 2 / 3]).expect("cut it short");
+    let encrypted = backups.gpg(&[
+        "--batch",
+        "--yes",
+        "--trust-model",
+        "always",
+        "--recipient",
+        &backups.fingerprint,
+        "--output",
+        &file.to_string_lossy(),
+        "--encrypt",
+        &plain.to_string_lossy(),
+    ]);
+    assert!(encrypted.status.success(), "{}", stderr(&encrypted));
+    let content = fs::read(&file).expect("the forged backup");
+    let manifest_path =
+        PathBuf::from(file.to_string_lossy().replace(".dump.gpg", ".manifest.json"));
+    let mut manifest: Value =
+        serde_json::from_slice(&fs::read(&manifest_path).expect("the manifest")).expect("JSON");
+    manifest["size"] = content.len().into();
+    manifest["sha256"] = hex::encode(sha2::Sha256::digest(&content)).into();
+    fs::write(&manifest_path, serde_json::to_vec(&manifest).expect("JSON")).expect("write it");
+
+    let output = backups.datapunk(&[
+        "backup",
+        "restore",
+        &file.to_string_lossy(),
+        "--admin-url",
+        &admin_url,
+        "--yes",
+    ]);
+    assert!(!output.status.success(), "a dump cut short was restored");
+    assert!(stderr(&output).contains("nothing was changed"), "{}", stderr(&output));
+    let admin = backups.setup.admin().await;
+    let rows: i64 =
+        admin.query_one("SELECT count(*) FROM datapunk.audit", &[]).await.expect("count").get(0);
+    assert!(rows > 0, "the database was emptied");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn what_a_killed_create_was_writing_is_removed_by_the_next_one() {
     let backups = Backups::new();
     backups.create();
@@ -780,6 +838,12 @@ async fn restore_refuses_while_the_daemon_runs_and_goes_ahead_once_it_stopped() 
     assert_eq!(backups.events("daemon.start").len(), 1);
     let state = Backups::everything_in(&backups.setup.state_dir());
     assert!(!state.iter().any(|name| name.contains("before-restore")), "{state:?}");
+    // `--into` naming the configured database is the same restore, with the same guard.
+    let into = datapunk_testkit::cluster().conninfo("postgres", &backups.setup.db_name);
+    let output =
+        backups.datapunk(&["backup", "restore", &file.to_string_lossy(), "--into", &into, "--yes"]);
+    assert!(!output.status.success(), "restored into the live database under its daemon");
+    assert!(stderr(&output).contains(&running), "{}", stderr(&output));
 
     daemon.stop();
     let output = backups.datapunk(&restore);

@@ -323,7 +323,7 @@ async fn create(config: &Config, dir: &Path, encryption: &Encryption) -> Result<
         .envs(std::env::vars_os().filter(|(name, _)| name == "PATH" || name == "HOME"))
         .envs(password_file.as_ref().map(|file| ("PGPASSFILE", file.path())))
         .env("LC_MESSAGES", "C")
-        .args(["--format=custom", "--no-password"])
+        .args(["--format=custom", "--no-password", "--schema=datapunk"])
         .arg(format!("--snapshot={snapshot}"))
         .arg(format!("--exclude-table={VAULT_TABLE}"))
         .arg(format!("--dbname={conninfo}"));

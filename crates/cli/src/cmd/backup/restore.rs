@@ -57,7 +57,11 @@ pub(super) async fn run(
     target: Target,
     yes: bool,
 ) -> anyhow::Result<()> {
-    let configured = matches!(target, Target::Configured { .. });
+    // `--into` naming the configured database is a restore of it, with the same guards.
+    let configured = match &target {
+        Target::Configured { .. } => true,
+        Target::Other(conninfo) => names_configured(config, conninfo),
+    };
     if configured && let Some(reason) = running_daemon(config).await {
         return refuse(config, file, &reason).await;
     }
@@ -172,6 +176,28 @@ pub(super) async fn run(
     Ok(())
 }
 
+/// Whether `conninfo` names the configured database: its name, on the configured server (the
+/// managed cluster's socket, or the external connection string's first host and port).
+fn names_configured(config: &Config, conninfo: &str) -> bool {
+    let Ok(into) = conninfo.parse::<tokio_postgres::Config>() else { return false };
+    let configured = match &config.database.mode {
+        DatabaseMode::Managed { .. } => match managed_cluster(config) {
+            Ok(Some(cluster)) => cluster.admin_conninfo(&config.database.name),
+            _ => return false,
+        },
+        DatabaseMode::External { conninfo, .. } => conninfo.clone(),
+    };
+    let Ok(configured) = configured.parse::<tokio_postgres::Config>() else { return false };
+    let server = |c: &tokio_postgres::Config| {
+        let host = c.get_hosts().first().cloned();
+        let port = c.get_ports().first().copied().unwrap_or(5432);
+        host.map(|host| (format!("{host:?}"), port))
+    };
+    into.get_dbname() == Some(config.database.name.as_str())
+        && server(&into).is_some()
+        && server(&into) == server(&configured)
+}
+
 /// Why the configured database must not be replaced now: a daemon answers on this
 /// configuration's control socket, and would go on writing to the database while it is
 /// replaced. `None` when nothing listens there.
@@ -249,6 +275,7 @@ async fn restore(
              backup verify` on it)"
         );
     }
+    read_whole(config, &dump)?;
 
     if holds_tables(admin_conninfo, dbname).await? {
         eprintln!(
@@ -303,15 +330,18 @@ async fn restore(
         .arg(&dump)
         .stdin(Stdio::null());
     let output = load.output().context("cannot run pg_restore (install the PostgreSQL client)")?;
-    if !output.status.success() {
-        return Err(failure("pg_restore", output.status, &String::from_utf8_lossy(&output.stderr)))
-            .context("the rows could not be loaded; the transaction was rolled back");
-    }
+    let loaded = if output.status.success() {
+        Ok(())
+    } else {
+        Err(failure("pg_restore", output.status, &String::from_utf8_lossy(&output.stderr)))
+    };
     drop(scratch);
     drop(lock);
 
     let client = ConnectOptions::new(target).connect_once().await?;
-    client
+    // The vault table's rows come back whether the load went through or not: they are the
+    // only copy of the encrypted-table store's keys.
+    let kept = client
         .batch_execute(&format!(
             "DO $$ BEGIN
                IF to_regclass('{KEEP_SCHEMA}.vault_records') IS NOT NULL THEN
@@ -324,7 +354,20 @@ async fn restore(
              DROP SCHEMA IF EXISTS {KEEP_SCHEMA} CASCADE;"
         ))
         .await
-        .context("cannot bring the vault table's rows back")?;
+        .with_context(|| {
+            format!(
+                "cannot bring the vault table's rows back; they wait in {dbname}'s schema \
+                 {KEEP_SCHEMA}, and the next restore brings them back"
+            )
+        });
+    loaded.with_context(|| {
+        format!(
+            "the rows could not be loaded: pg_restore's transaction was rolled back, and database \
+             {dbname} now holds an empty schema (and the vault table's rows); restore a backup \
+             that loads"
+        )
+    })?;
+    kept?;
     let mut counts = Vec::new();
     for (table, want) in &manifest.tables {
         let (schema, name) = table.split_once('.').unwrap_or(("datapunk", table));
@@ -408,8 +451,9 @@ fn decrypt(
         } else {
             ""
         };
-        return Err(failure("gpg", output.status, &messages))
-            .with_context(|| format!("cannot decrypt {}{hint}", file.display()));
+        return Err(failure("gpg", output.status, &messages)).with_context(|| {
+            format!("cannot decrypt {}{hint}; nothing was changed", file.display())
+        });
     }
     Ok(())
 }
@@ -444,6 +488,25 @@ fn remove_stale_scratch(state_dir: &Path) {
     }
 }
 
+/// Reads the whole archive, as the load will: a dump cut short after its table of contents
+/// fails here, before anything is replaced.
+fn read_whole(config: &Config, dump: &Path) -> anyhow::Result<()> {
+    let output = Command::new(super::pg_program(config, "pg_restore"))
+        .env_clear()
+        .envs(std::env::vars_os().filter(|(name, _)| name == "PATH"))
+        .env("LC_MESSAGES", "C")
+        .args(["--data-only", "--file=/dev/null"])
+        .arg(dump)
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run pg_restore (install the PostgreSQL client)")?;
+    if !output.status.success() {
+        return Err(failure("pg_restore", output.status, &String::from_utf8_lossy(&output.stderr)))
+            .context("pg_restore cannot read the whole dump; nothing was changed");
+    }
+    Ok(())
+}
+
 /// Writes the `--use-list` of the dump's entries (the migration history aside, which the
 /// restore writes anew) to `list`, and returns the tables whose data the dump holds.
 fn write_list(config: &Config, dump: &Path, list: &Path) -> anyhow::Result<Vec<String>> {
@@ -458,7 +521,7 @@ fn write_list(config: &Config, dump: &Path, list: &Path) -> anyhow::Result<Vec<S
         .context("cannot run pg_restore (install the PostgreSQL client)")?;
     if !output.status.success() {
         return Err(failure("pg_restore", output.status, &String::from_utf8_lossy(&output.stderr)))
-            .context("pg_restore cannot read the decrypted dump");
+            .context("pg_restore cannot read the decrypted dump; nothing was changed");
     }
     let listing = String::from_utf8_lossy(&output.stdout);
     let kept: Vec<&str> = listing
