@@ -39,6 +39,8 @@ fn connect_and_get_refused(setup: &Setup) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_action_leaves_exactly_one_row_and_one_journal_entry() {
+    // Process ids are reused within a run: only entries written since the test began count.
+    let since = std::time::SystemTime::now();
     assert!(datapunk_testkit::is_root(), "this test needs root to connect as a second uid");
     let journal = journal();
     let setup = Setup::external();
@@ -97,8 +99,9 @@ async fn every_action_leaves_exactly_one_row_and_one_journal_entry() {
     let mut entries = BTreeMap::new();
     for (pid, expected) in [(cli_pid, 2), (daemon_pid, rows.len() - 2)] {
         let pid = pid.to_string();
-        let found = journal.wait_for(
+        let found = journal.wait_for_since(
             &[("_PID", &pid), ("DATAPUNK_AUDIT", "1")],
+            since,
             expected,
             Duration::from_secs(10),
         );
@@ -129,14 +132,16 @@ async fn every_action_leaves_exactly_one_row_and_one_journal_entry() {
 #[test]
 fn a_configuration_refused_at_start_reaches_journald() {
     let journal = journal();
+    let since = std::time::SystemTime::now();
     let setup = Setup::external();
     setup.write_config("[database]\nmystery = 1\n");
     let daemon = setup.spawn_daemon(None, &[]);
     let pid = daemon.pid().to_string();
     let (status, _, _) = daemon.wait(Duration::from_secs(10));
     assert_eq!(status.code(), Some(78));
-    let entries = journal.wait_for(
+    let entries = journal.wait_for_since(
         &[("_PID", &pid), ("DATAPUNK_ACTION", "config.rejected")],
+        since,
         1,
         Duration::from_secs(10),
     );
@@ -233,6 +238,7 @@ const REBUILD: &str = "
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_running_daemon_refuses_to_append_past_a_rebuilt_chain() {
+    let since = std::time::SystemTime::now();
     let setup = Setup::external();
     assert!(setup.init().status.success());
     let notify = NotifySocket::new();
@@ -250,7 +256,7 @@ async fn a_running_daemon_refuses_to_append_past_a_rebuilt_chain() {
     daemon.signal(Signal::HUP);
     let pid = daemon.pid().to_string();
     let reloads = [("_PID", pid.as_str()), ("DATAPUNK_ACTION", "config.loaded")];
-    let entries = journal().wait_for(&reloads, 2, Duration::from_secs(10));
+    let entries = journal().wait_for_since(&reloads, since, 2, Duration::from_secs(10));
     assert!(
         entries.iter().any(|e| !e.contains_key("DATAPUNK_AUDIT_ID")),
         "the refused reload is in journald without a row: {entries:#?}"

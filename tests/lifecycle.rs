@@ -91,6 +91,8 @@ fn an_external_database_without_the_schema_is_refused_with_a_hint() {
 #[test]
 fn at_debug_level_the_database_driver_does_not_log_bind_parameters() {
     let journal = datapunk_testkit::journal();
+    // Process ids are reused within a run: only entries written since the test began count.
+    let since = std::time::SystemTime::now();
     let setup = Setup::external();
     assert!(setup.init().status.success());
     let config = std::fs::read_to_string(&setup.config).expect("read config");
@@ -101,7 +103,7 @@ fn at_debug_level_the_database_driver_does_not_log_bind_parameters() {
     notify.wait_for_line("READY=1", Duration::from_secs(30));
     daemon.stop();
 
-    let entries = journal.wait_for(&[("_PID", &pid)], 1, Duration::from_secs(10));
+    let entries = journal.wait_for_since(&[("_PID", &pid)], since, 1, Duration::from_secs(10));
     let messages: Vec<&str> =
         entries.iter().filter_map(|e| e.get("MESSAGE").and_then(|m| m.as_str())).collect();
     assert!(messages.iter().any(|m| m.contains("ready")), "the daemon logged: {messages:?}");
@@ -133,6 +135,7 @@ async fn a_transaction_holding_the_audit_lock_does_not_hold_up_shutdown() {
 #[test]
 fn a_reload_warns_of_a_restart_while_the_file_differs_from_what_runs() {
     let journal = datapunk_testkit::journal();
+    let since = std::time::SystemTime::now();
     let setup = Setup::external();
     assert!(setup.init().status.success());
     let notify = NotifySocket::new();
@@ -148,9 +151,9 @@ fn a_reload_warns_of_a_restart_while_the_file_differs_from_what_runs() {
         daemon.signal(Signal::HUP);
         loads += 1;
         let wanted = [("_PID", pid.as_str()), ("DATAPUNK_ACTION", "config.loaded")];
-        journal.wait_for(&wanted, loads, Duration::from_secs(10));
+        journal.wait_for_since(&wanted, since, loads, Duration::from_secs(10));
         journal
-            .entries(&[("_PID", pid.as_str())])
+            .entries_since(&[("_PID", pid.as_str())], since)
             .iter()
             .filter_map(|e| e.get("MESSAGE").and_then(|m| m.as_str()))
             .filter(|m| m.contains("apply at the next restart"))

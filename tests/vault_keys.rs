@@ -138,6 +138,8 @@ fn is_key(text: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn keys_are_created_exported_for_pgcrypto_and_destroyed_with_every_step_audited() {
+    // Process ids are reused within a run: only entries written since the test began count.
+    let since = std::time::SystemTime::now();
     let journal = journal();
     let keys = Keys::new();
     keys.ok(&["keys", "create", "google"]);
@@ -239,7 +241,7 @@ async fn keys_are_created_exported_for_pgcrypto_and_destroyed_with_every_step_au
     for pid in &exports {
         let pid = pid.to_string();
         let matches = [("_PID", pid.as_str()), ("DATAPUNK_ACTION", "key.exported")];
-        entries.extend(journal.wait_for(&matches, 1, Duration::from_secs(10)));
+        entries.extend(journal.wait_for_since(&matches, since, 1, Duration::from_secs(10)));
     }
     let entries = format!("{entries:?}");
     for key in [&google, &spotify, &renewed_hex] {

@@ -24,7 +24,7 @@ use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value};
 
@@ -104,6 +104,25 @@ impl Journal {
             .collect()
     }
 
+    /// As [`entries`](Self::entries), written at `since` or later. Process ids are reused
+    /// within a test run, so an entry matched by `_PID` is that process's only when it is no
+    /// older than the process.
+    ///
+    /// # Panics
+    ///
+    /// As [`entries`](Self::entries).
+    pub fn entries_since(&self, matches: &[(&str, &str)], since: SystemTime) -> Vec<JournalEntry> {
+        let floor = since.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_micros());
+        let written = |entry: &JournalEntry| {
+            entry
+                .get("__REALTIME_TIMESTAMP")
+                .and_then(Value::as_str)
+                .and_then(|micros| micros.parse::<u128>().ok())
+                .is_some_and(|micros| micros >= floor)
+        };
+        self.entries(matches).into_iter().filter(written).collect()
+    }
+
     /// Waits until at least `at_least` entries match, then returns all matching entries.
     ///
     /// # Panics
@@ -115,13 +134,29 @@ impl Journal {
         at_least: usize,
         timeout: Duration,
     ) -> Vec<JournalEntry> {
+        self.wait_for_since(matches, SystemTime::UNIX_EPOCH, at_least, timeout)
+    }
+
+    /// As [`wait_for`](Self::wait_for), counting only entries written at `since` or later
+    /// (see [`entries_since`](Self::entries_since)).
+    ///
+    /// # Panics
+    ///
+    /// Panics after `timeout` with the entries found so far.
+    pub fn wait_for_since(
+        &self,
+        matches: &[(&str, &str)],
+        since: SystemTime,
+        at_least: usize,
+        timeout: Duration,
+    ) -> Vec<JournalEntry> {
         let found = process::poll(timeout, Duration::from_millis(50), || {
-            let entries = self.entries(matches);
+            let entries = self.entries_since(matches, since);
             (entries.len() >= at_least).then_some(entries)
         });
 
         found.unwrap_or_else(|| {
-            let entries = self.entries(matches);
+            let entries = self.entries_since(matches, since);
             panic!(
                 "datapunk-testkit: expected at least {at_least} journal entries matching \
                  {matches:?} within {timeout:?}, found {}: {entries:#?}",
