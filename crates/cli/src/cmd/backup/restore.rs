@@ -488,42 +488,42 @@ fn remove_stale_scratch(state_dir: &Path) {
     }
 }
 
-/// Reads the whole archive, as the load will: a dump cut short after its table of contents
-/// fails here, before anything is replaced.
-fn read_whole(config: &Config, dump: &Path) -> anyhow::Result<()> {
+/// Runs pg_restore with `args` on `dump`, which it only reads, and returns what it printed;
+/// `failing` says what its failure means.
+fn read_dump(
+    config: &Config,
+    dump: &Path,
+    args: &[&str],
+    failing: &'static str,
+) -> anyhow::Result<String> {
     let output = Command::new(super::pg_program(config, "pg_restore"))
         .env_clear()
         .envs(std::env::vars_os().filter(|(name, _)| name == "PATH"))
         .env("LC_MESSAGES", "C")
-        .args(["--data-only", "--file=/dev/null"])
+        .args(args)
         .arg(dump)
         .stdin(Stdio::null())
         .output()
         .context("cannot run pg_restore (install the PostgreSQL client)")?;
     if !output.status.success() {
         return Err(failure("pg_restore", output.status, &String::from_utf8_lossy(&output.stderr)))
-            .context("pg_restore cannot read the whole dump; nothing was changed");
+            .context(failing);
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Reads the whole archive, as the load will: a dump cut short after its table of contents
+/// fails here, before anything is replaced.
+fn read_whole(config: &Config, dump: &Path) -> anyhow::Result<()> {
+    let failing = "pg_restore cannot read the whole dump; nothing was changed";
+    read_dump(config, dump, &["--data-only", "--file=/dev/null"], failing).map(drop)
 }
 
 /// Writes the `--use-list` of the dump's entries (the migration history aside, which the
 /// restore writes anew) to `list`, and returns the tables whose data the dump holds.
 fn write_list(config: &Config, dump: &Path, list: &Path) -> anyhow::Result<Vec<String>> {
-    let output = Command::new(super::pg_program(config, "pg_restore"))
-        .env_clear()
-        .envs(std::env::vars_os().filter(|(name, _)| name == "PATH"))
-        .env("LC_MESSAGES", "C")
-        .arg("--list")
-        .arg(dump)
-        .stdin(Stdio::null())
-        .output()
-        .context("cannot run pg_restore (install the PostgreSQL client)")?;
-    if !output.status.success() {
-        return Err(failure("pg_restore", output.status, &String::from_utf8_lossy(&output.stderr)))
-            .context("pg_restore cannot read the decrypted dump; nothing was changed");
-    }
-    let listing = String::from_utf8_lossy(&output.stdout);
+    let failing = "pg_restore cannot read the decrypted dump; nothing was changed";
+    let listing = read_dump(config, dump, &["--list"], failing)?;
     let kept: Vec<&str> = listing
         .lines()
         .filter(|line| !line.contains(" TABLE DATA datapunk schema_migrations "))
