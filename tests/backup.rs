@@ -60,7 +60,7 @@ impl Backups {
         assert!(made.expect("mkdir").status.success());
         let base = fs::read_to_string(&setup.config).expect("the configuration");
         let mut backups = Self { setup, gnupg, fingerprint: String::new(), base };
-        backups.fingerprint = backups.gpg_key();
+        backups.fingerprint = backups.new_key("Datapunk Backups <backups@datapunk.invalid>", "");
         backups.configure(&format!("recipients = [\"{}\"]\n", backups.fingerprint));
         backups
     }
@@ -95,19 +95,23 @@ impl Backups {
         self.command("gpg").args(args).output().expect("run gpg")
     }
 
-    fn gpg_key(&self) -> String {
+    /// Makes a key pair for `uid` (its secret part under `passphrase`, none when empty) and
+    /// returns its fingerprint.
+    fn new_key(&self, uid: &str, passphrase: &str) -> String {
         let made = self.gpg(&[
             "--batch",
+            "--pinentry-mode",
+            "loopback",
             "--passphrase",
-            "",
+            passphrase,
             "--quick-gen-key",
-            "Datapunk Backups <backups@datapunk.invalid>",
+            uid,
             "default",
             "default",
             "never",
         ]);
         assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-        let listing = self.gpg(&["--list-keys", "--with-colons"]);
+        let listing = self.gpg(&["--list-keys", "--with-colons", uid]);
         String::from_utf8_lossy(&listing.stdout)
             .lines()
             .find_map(|line| line.strip_prefix("fpr:"))
@@ -293,26 +297,8 @@ async fn a_backup_made_with_a_passphrase_verifies_with_it_and_not_with_another()
 async fn a_secret_key_under_a_passphrase_leaves_the_content_unchecked_not_failed() {
     let backups = Backups::new();
     // A second key, its secret part under a passphrase, as the setup guide makes one.
-    let made = backups.gpg(&[
-        "--batch",
-        "--pinentry-mode",
-        "loopback",
-        "--passphrase",
-        "a passphrase nobody types here",
-        "--quick-gen-key",
-        "Locked Backups <locked@datapunk.invalid>",
-        "default",
-        "default",
-        "never",
-    ]);
-    assert!(made.status.success(), "{}", stderr(&made));
-    let listing = backups.gpg(&["--list-keys", "--with-colons", "locked@datapunk.invalid"]);
-    let locked = String::from_utf8_lossy(&listing.stdout)
-        .lines()
-        .find_map(|line| line.strip_prefix("fpr:"))
-        .and_then(|rest| rest.split(':').find(|field| !field.is_empty()))
-        .expect("the locked key's fingerprint")
-        .to_owned();
+    let locked = backups
+        .new_key("Locked Backups <locked@datapunk.invalid>", "a passphrase nobody types here");
     backups.configure(&format!("recipients = [\"{locked}\"]\n"));
     let file = backups.create();
     // Whatever the agent remembers from making the key goes with it.

@@ -105,6 +105,17 @@ async fn wait_for_syncs(setup: &Setup, count: usize) -> Vec<Value> {
     }
 }
 
+/// `datapunk disconnect NAME --yes`, which must succeed.
+fn disconnect(setup: &Setup, bus: &SessionBus, name: &str) {
+    let output = setup
+        .command("datapunk")
+        .args(["disconnect", name, "--yes"])
+        .env("DBUS_SESSION_BUS_ADDRESS", bus.address())
+        .output()
+        .expect("run datapunk disconnect");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
 /// `datapunk sync ARGS --json`: one run per dataset.
 fn sync(setup: &Setup, args: &[&str]) -> Vec<Value> {
     let mut all = vec!["sync", "--json"];
@@ -397,13 +408,7 @@ async fn datasets_not_consented_or_not_granted_are_never_requested() {
         }
     };
     assert!(count("google").await > 0 && count("spotify").await > 0);
-    let output = setup
-        .command("datapunk")
-        .args(["disconnect", "google", "--yes"])
-        .env("DBUS_SESSION_BUS_ADDRESS", bus.address())
-        .output()
-        .expect("run datapunk disconnect");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    disconnect(&setup, &bus, "google");
     assert_eq!(count("google").await, 0, "the synced rows went with the integration");
     assert!(count("spotify").await > 0);
 
@@ -517,13 +522,7 @@ async fn an_integration_disconnected_and_connected_again_syncs_at_once_not_an_in
     let daemon = start(&setup, &bus).await;
     wait_for_syncs(&setup, 1).await;
 
-    let output = setup
-        .command("datapunk")
-        .args(["disconnect", "spotify", "--yes"])
-        .env("DBUS_SESSION_BUS_ADDRESS", bus.address())
-        .output()
-        .expect("run datapunk disconnect");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    disconnect(&setup, &bus, "spotify");
     // Long enough for the schedule to look at the integrations while it is disconnected.
     tokio::time::sleep(Duration::from_secs(12)).await;
     connected(&setup, &bus, "spotify", "playlists").await;
